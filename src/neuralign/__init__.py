@@ -1,0 +1,56 @@
+"""neuralign: neuron alignment and mode connectivity for PyTorch networks.
+
+Implements *Optimizing Mode Connectivity via Neuron Alignment* (Tatro et al., NeurIPS 2020):
+discover the permutation symmetry of a network, align two networks by activation
+correlation or weight matching, fit curves between them and evaluate paths.
+"""
+
+__version__ = "0.1.0"
+
+from neuralign.data import (  # noqa: E402
+    Augment,
+    Dataset,
+    TensorLoader,
+    balanced_subset,
+    list_datasets,
+    load_dataset,
+)
+from neuralign.device import select_device  # noqa: E402
+from neuralign.errors import (  # noqa: E402
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NeuralignError,
+    SpecVerificationError,
+    UnsupportedOpError,
+)
+from neuralign.io import load_checkpoint, load_model, save_checkpoint  # noqa: E402
+from neuralign.models import create_model, list_models, model_spec  # noqa: E402
+from neuralign.training import TrainConfig, TrainResult, evaluate_model, train_model  # noqa: E402
+
+__all__ = [
+    "Augment",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "NeuralignError",
+    "SpecVerificationError",
+    "TensorLoader",
+    "TrainConfig",
+    "TrainResult",
+    "UnsupportedOpError",
+    "__version__",
+    "balanced_subset",
+    "create_model",
+    "evaluate_model",
+    "list_datasets",
+    "list_models",
+    "load_checkpoint",
+    "load_dataset",
+    "load_model",
+    "model_spec",
+    "save_checkpoint",
+    "select_device",
+    "train_model",
+]

@@ -1,0 +1,29 @@
+"""Datasets as uint8 tensors, a device-resident batch loader, and batched augmentation."""
+
+from neuralign.data.datasets import (
+    Dataset,
+    DatasetInfo,
+    default_data_root,
+    list_datasets,
+    load_dataset,
+    parse_synthetic_name,
+)
+from neuralign.data.download import download_file, extract_archive
+from neuralign.data.loader import Augment, TensorLoader
+from neuralign.data.readers import RestrictedUnpickler
+from neuralign.data.subset import balanced_subset
+
+__all__ = [
+    "Augment",
+    "Dataset",
+    "DatasetInfo",
+    "RestrictedUnpickler",
+    "TensorLoader",
+    "balanced_subset",
+    "default_data_root",
+    "download_file",
+    "extract_archive",
+    "list_datasets",
+    "load_dataset",
+    "parse_synthetic_name",
+]

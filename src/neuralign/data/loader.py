@@ -1,0 +1,271 @@
+"""A loader over an in-memory :class:`~neuralign.data.Dataset`, with batched augmentation.
+
+The whole uint8 dataset is moved to the device once; each batch is gathered with one index
+operation, converted to float32 in [0, 1], and augmented with tensor operations on the whole
+batch (no per-sample Python). All randomness comes from :class:`torch.Generator` objects
+seeded from ``(seed, epoch, rank)``, drawn on the CPU, so a given seed and epoch give the same
+batches on every device.
+
+Paper preprocessing (Tatro et al. 2020, CIFAR): random 32×32 crop of the image padded by 4,
+random horizontal flip, random rotation in ±15°; that is ``Augment()``'s default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from neuralign.data.datasets import Dataset
+from neuralign.errors import DataError
+
+__all__ = ["Augment", "TensorLoader", "derive_seed", "random_crop", "random_flip", "rotate"]
+
+_MASK64 = (1 << 64) - 1
+
+
+def derive_seed(*parts: int) -> int:
+    """Mix integers into one 63-bit seed (SplitMix64 finaliser; stable across runs).
+
+    Python's ``hash()`` is salted per process for strings and so must not be used for seeds.
+
+    Args:
+        *parts: Integers such as ``(seed, epoch, stream)``.
+
+    Returns:
+        A non-negative seed for :meth:`torch.Generator.manual_seed`.
+    """
+    z = 0x9E3779B97F4A7C15
+    for p in parts:
+        z = (z ^ (p & _MASK64)) & _MASK64
+        z = (z + 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z ^= z >> 31
+    return z >> 1
+
+
+def random_crop(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Crop every sample from its zero-padded copy at its own offset.
+
+    Args:
+        x: Batch ``(N, C, H, W)``, any dtype.
+        padding: Zero padding on each side.
+        offsets: ``(N, 2)`` integer ``(dy, dx)`` in ``[0, 2 * padding]``.
+
+    Returns:
+        The cropped batch, same shape and dtype as ``x``.
+    """
+    if padding == 0:
+        return x
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    offsets = offsets.to(x.device)
+    rows = offsets[:, 0, None] + torch.arange(h, device=x.device)  # (N, H)
+    cols = offsets[:, 1, None] + torch.arange(w, device=x.device)  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Flip horizontally the samples where ``mask`` is true.
+
+    Args:
+        x: Batch ``(N, C, H, W)``.
+        mask: ``(N,)`` bool.
+
+    Returns:
+        The batch with the selected samples mirrored left-right.
+    """
+    return torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate every sample about its centre by its own angle (bilinear, zero fill).
+
+    The angle is applied in pixel units, so non-square images are not sheared:
+    with normalised coordinates ``x_n = x / (W/2)``, ``y_n = y / (H/2)``, the rotation
+    ``[[c, -s], [s, c]]`` becomes ``[[c, -s H/W], [s W/H, c]]``.
+
+    Args:
+        x: Float batch ``(N, C, H, W)``.
+        degrees: ``(N,)`` angles in degrees.
+
+    Returns:
+        The rotated batch.
+    """
+    n, _, h, w = x.shape
+    rad = torch.deg2rad(degrees.to(device=x.device, dtype=x.dtype))
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    zero = torch.zeros_like(cos)
+    theta = torch.stack(
+        [torch.stack([cos, -sin * (h / w), zero], 1), torch.stack([sin * (w / h), cos, zero], 1)],
+        1,
+    )
+    grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class Augment:
+    """Random crop with zero padding, horizontal flip and small rotation, per sample.
+
+    Applied to a whole batch at once on the batch's device; every sample gets its own crop
+    offset, flip decision and angle. The random numbers are drawn on the CPU from the given
+    generator (so results do not depend on the device) in a fixed order: crop offsets, flip
+    mask, angles.
+
+    Args:
+        crop_padding: Zero padding before the random crop back to the input size (0 = off).
+        flip: Random horizontal flip with probability 1/2.
+        rotation: Maximum absolute angle in degrees, uniform in ``[-rotation, rotation]``
+            (0 = off).
+    """
+
+    def __init__(self, crop_padding: int = 4, flip: bool = True, rotation: float = 15.0) -> None:
+        if crop_padding < 0 or rotation < 0:
+            raise DataError("Augment: crop_padding and rotation must be >= 0")
+        self.crop_padding = int(crop_padding)
+        self.flip = bool(flip)
+        self.rotation = float(rotation)
+
+    def __repr__(self) -> str:
+        """Constructor-style representation."""
+        return (
+            f"Augment(crop_padding={self.crop_padding}, flip={self.flip}, rotation={self.rotation})"
+        )
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augment a batch.
+
+        Args:
+            x: ``(N, C, H, W)`` uint8 or floating batch.
+            generator: CPU generator for the random draws (default: the global one).
+
+        Returns:
+            The augmented batch, same shape and dtype (uint8 input is rounded back to uint8
+            after rotation).
+        """
+        if x.dim() != 4:
+            raise DataError(f"Augment expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
+        n = x.shape[0]
+        if self.crop_padding:
+            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=generator)
+            x = random_crop(x, self.crop_padding, offsets)
+        if self.flip:
+            x = random_flip(x, torch.rand(n, generator=generator) < 0.5)
+        if self.rotation:
+            angles = (
+                torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1
+            ) * self.rotation
+            if x.is_floating_point():
+                x = rotate(x, angles)
+            else:
+                y = rotate(x.float(), angles)
+                x = y.round_().clamp_(0, 255).to(x.dtype)
+        return x
+
+
+class TensorLoader:
+    """Iterate over a :class:`~neuralign.data.Dataset` in batches on a device.
+
+    Yields ``(x, y)`` with ``x`` float32 in [0, 1] of shape ``(B, C, H, W)`` and ``y`` int64, both
+    on ``device``. The dataset is copied to the device once (as uint8). The order and the
+    augmentation of epoch ``e`` depend only on ``(seed, e, rank)``: call :meth:`set_epoch` before
+    each epoch (as with ``DistributedSampler``); without it every pass repeats epoch 0.
+
+    Sharding for data parallelism: with ``world_size > 1`` each rank takes the samples
+    ``perm[rank::world_size]`` of the epoch's permutation (the same permutation on every rank),
+    so the shards are disjoint and together cover the dataset once. With ``drop_last=False``
+    ranks may differ by one sample; with ``drop_last=True`` every rank keeps
+    ``N // world_size`` samples and then drops its incomplete last batch, so all ranks run the
+    same number of steps.
+
+    Args:
+        dataset: The data.
+        batch_size: Samples per batch.
+        shuffle: Random order per epoch (otherwise dataset order).
+        augment: Batch augmentation applied to the float batch, e.g. :class:`Augment`.
+        device: Where the data and the batches live.
+        seed: Base seed of the order and the augmentation.
+        drop_last: Drop the last incomplete batch.
+        rank: This process's shard index.
+        world_size: Number of shards.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool = False,
+        augment: Augment | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(
+                f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+            )
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.augment = augment
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.epoch = 0
+        self._images = dataset.images.to(self.device)
+        self._labels = dataset.labels.to(self.device)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch."""
+        n = len(self.dataset)
+        if self.drop_last:
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentation the next iteration uses.
+
+        Args:
+            epoch: Epoch number (any integer).
+        """
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        """Number of batches per epoch on this rank."""
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def indices(self) -> torch.Tensor:
+        """The sample indices this rank visits in the current epoch, in order (CPU int64)."""
+        n = len(self.dataset)
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 0))
+            order = torch.randperm(n, generator=gen)
+        else:
+            order = torch.arange(n)
+        if self.drop_last:
+            order = order[: (n // self.world_size) * self.world_size]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(x, y)`` batches of the current epoch."""
+        order = self.indices().to(self.device)
+        aug_gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 1, self.rank))
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self._images.index_select(0, idx).to(torch.float32).div_(255.0)
+            if self.augment is not None:
+                x = self.augment(x, generator=aug_gen)
+            yield x, self._labels.index_select(0, idx)

@@ -1,0 +1,22 @@
+"""Checkpoints and atomic file writes."""
+
+from neuralign.io.atomic import DiskFullError, atomic_path, atomic_write_bytes, atomic_write_text
+from neuralign.io.checkpoint import (
+    check_state_dict,
+    load_checkpoint,
+    load_model,
+    read_metadata,
+    save_checkpoint,
+)
+
+__all__ = [
+    "DiskFullError",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_state_dict",
+    "load_checkpoint",
+    "load_model",
+    "read_metadata",
+    "save_checkpoint",
+]

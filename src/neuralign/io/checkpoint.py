@@ -1,0 +1,219 @@
+"""Checkpoints: safetensors weights with JSON metadata in the file header.
+
+A checkpoint written by :func:`save_checkpoint` holds the model's state dict and a JSON
+document under the header key ``"neuralign"`` with the architecture name and arguments,
+dataset, seed, epoch, metrics and library version, so :func:`load_model` rebuilds the model
+from the file alone. Foreign ``.pt``/``.pth`` state dicts are read with
+``torch.load(weights_only=True)``: nothing is ever unpickled beyond tensors and plain
+containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from neuralign.errors import CheckpointError
+from neuralign.io.atomic import atomic_path
+
+METADATA_KEY = "neuralign"
+
+
+def _version() -> str:
+    from neuralign import __version__
+
+    return __version__
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model_or_state: nn.Module | dict[str, torch.Tensor],
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically write weights and metadata to ``path`` (a ``.safetensors`` file).
+
+    Args:
+        path: destination file.
+        model_or_state: a module (its ``state_dict()`` is saved, and its architecture if it
+            was built by :func:`neuralign.create_model`) or a state dict.
+        metadata: JSON-serialisable extra information (dataset, seed, epoch, metrics...).
+
+    Returns:
+        The path written.
+    """
+    meta: dict[str, Any] = {"library_version": _version(), "torch_version": torch.__version__}
+    if isinstance(model_or_state, nn.Module):
+        from neuralign.models import model_spec
+
+        try:
+            meta["arch"] = model_spec(model_or_state)
+        except (AttributeError, KeyError, ValueError):
+            pass
+        state = model_or_state.state_dict()
+    else:
+        state = model_or_state
+    meta.update(metadata or {})
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    header = {METADATA_KEY: json.dumps(meta, sort_keys=True, default=str)}
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    return target
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the JSON metadata of a neuralign checkpoint ({} for foreign files)."""
+    p = _existing(path)
+    if p.suffix != ".safetensors":
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p}: not a readable safetensors file ({exc})") from exc
+    raw = header.get(METADATA_KEY)
+    if raw is None:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{p}: corrupt neuralign metadata ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{p}: corrupt neuralign metadata (not an object)")
+    return meta
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a directory, expected a checkpoint file")
+    return p
+
+
+def _extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state", "model", "state"):
+            if key in obj and isinstance(obj[key], dict):
+                return _extract_state_dict(obj[key], path)
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            return dict(obj)
+    raise CheckpointError(
+        f"{path}: no state dict found (expected a dict of tensors, optionally under "
+        "'state_dict' or 'model')"
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(state_dict, metadata)`` from a neuralign or foreign checkpoint.
+
+    ``.safetensors`` files are read directly; ``.pt``/``.pth``/``.bin`` files go through
+    ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
+
+    Raises:
+        CheckpointError: missing, truncated, corrupt or unsafe file, or NaN/Inf weights.
+    """
+    p = _existing(path)
+    if p.suffix == ".safetensors":
+        meta = read_metadata(p)
+        try:
+            state = load_file(str(p), device=str(device))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{p}: corrupt or truncated safetensors file ({exc})") from exc
+    else:
+        try:
+            obj = torch.load(str(p), map_location=device, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise CheckpointError(
+                f"{p}: refused to load: the file contains pickled objects other than tensors "
+                "(only weights-only checkpoints are accepted; re-save it with "
+                "torch.save(model.state_dict()))"
+            ) from exc
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise CheckpointError(f"{p}: corrupt or truncated checkpoint ({exc})") from exc
+        state = _extract_state_dict(obj, p)
+        meta = {}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"{p}: non-finite (NaN/Inf) values in {len(bad)} entries, e.g. {bad[:3]}; "
+            "the training run that wrote it diverged"
+        )
+    return state, meta
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "") -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has exactly the model's keys and shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shaped = [
+        f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    where = f"{source}: " if source else ""
+    problems = []
+    if missing:
+        problems.append(f"missing entries {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if extra:
+        problems.append(f"unexpected entries {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+    if shaped:
+        problems.append(f"shape mismatch {shaped[:3]}{' ...' if len(shaped) > 3 else ''}")
+    if problems:
+        raise CheckpointError(
+            where
+            + "; ".join(problems)
+            + " (is it a checkpoint of another architecture or num_classes?)"
+        )
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    device: str | torch.device = "cpu",
+    **arch_kwargs: Any,
+) -> nn.Module:
+    """Rebuild a model from a checkpoint file alone (or with ``arch`` for foreign files).
+
+    Args:
+        path: a neuralign ``.safetensors`` checkpoint or a foreign state-dict file.
+        arch: registry name, required when the file carries no neuralign metadata.
+        device: where to put the model.
+        **arch_kwargs: architecture arguments overriding/adding to the stored ones.
+
+    Returns:
+        The model in eval mode with the checkpoint's weights.
+    """
+    from neuralign.models import create_model
+
+    state, meta = load_checkpoint(path, device="cpu")
+    spec = dict(meta.get("arch") or {})
+    name = arch or spec.get("name")
+    if not name:
+        raise CheckpointError(
+            f"{path}: carries no architecture metadata; pass arch=... (CLI: --arch NAME) "
+            "and its arguments"
+        )
+    kwargs = dict(spec.get("kwargs") or {}) if spec.get("name") == name else {}
+    kwargs.update(arch_kwargs)
+    model = create_model(name, **kwargs)
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state)
+    model.eval()
+    return model.to(device)

@@ -1,0 +1,57 @@
+"""Loss and accuracy of a model (or of a functional state) over a data iterable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuralign.training.losses import split_output
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    state: dict[str, torch.Tensor] | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (in %) of ``model`` in eval mode over ``data``.
+
+    Args:
+        model: the architecture; its train/eval mode is restored afterwards.
+        data: iterable of ``(x, y)`` batches.
+        state: optional state dict evaluated through ``torch.func.functional_call``
+            instead of the module's own weights.
+        device: where to run; defaults to the model's device.
+    """
+    if device is None:
+        p = next(iter(model.parameters()), None)
+        device = p.device if p is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    try:
+        for x, y in data:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if state is None:
+                out = model(x)
+            else:
+                out = torch.func.functional_call(model, state, (x,), strict=True)
+            logits, _ = split_output(out)
+            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+            count += y.numel()
+    finally:
+        model.train(was_training)
+    if count == 0:
+        from neuralign.errors import DataError
+
+        raise DataError("evaluation data is empty")
+    return float(total_loss) / count, 100.0 * float(correct) / count
