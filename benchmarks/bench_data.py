@@ -43,8 +43,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     aug = Augment(crop_padding=4, flip=True, rotation=15.0)
     dev = torch.device("cpu")
 
-    ours = TensorLoader(type(ds)(images, labels, ds.num_classes, ds.name, ds.mean, ds.std),
-                        batch_size=args.batch_size, shuffle=True, augment=aug, seed=0)
+    ours = TensorLoader(
+        type(ds)(images, labels, ds.num_classes, ds.name, ds.mean, ds.std),
+        batch_size=args.batch_size,
+        shuffle=True,
+        augment=aug,
+        seed=0,
+    )
 
     def run_ours() -> None:
         for _ in ours:
@@ -67,9 +72,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         "per_sample_img_per_s": round(n / t_base, 1),
         "speedup": round(t_base / t_ours, 2),
     }
-    print(f"data pipeline ({args.dataset}, {n} images, augment on): tensor loader "
-          f"{row['ours_img_per_s']} img/s, per-sample DataLoader {row['per_sample_img_per_s']} "
-          f"img/s -> speed-up {row['speedup']}x")
+    print(
+        f"data pipeline ({args.dataset}, {n} images, augment on): tensor loader "
+        f"{row['ours_img_per_s']} img/s, per-sample DataLoader {row['per_sample_img_per_s']} "
+        f"img/s -> speed-up {row['speedup']}x"
+    )
     write_rows("data_pipeline", [row])
     return [row]
 

@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         if amp:
             x = x.contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (args.batch_size,), device=dev)
-        ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+        ctx = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+            if amp
+            else contextlib.nullcontext
+        )
 
         def steps(k: int) -> None:
             model.train()
@@ -59,9 +63,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         t = timed(lambda: steps(args.steps), dev)
         ips = args.batch_size * args.steps / t
         n_params = sum(p.numel() for p in model.parameters())
-        rows.append({"benchmark": "train_throughput", "model": name, "params": n_params,
-                     "batch_size": args.batch_size, "amp_bf16": amp, "device": device_name(dev),
-                     "img_per_s": round(ips, 1)})
+        rows.append(
+            {
+                "benchmark": "train_throughput",
+                "model": name,
+                "params": n_params,
+                "batch_size": args.batch_size,
+                "amp_bf16": amp,
+                "device": device_name(dev),
+                "img_per_s": round(ips, 1),
+            }
+        )
         print(f"{name:10s} {n_params / 1e6:6.2f}M params  {ips:9.1f} img/s  ({device_name(dev)})")
     write_rows("train_throughput", rows)
     return rows

@@ -78,7 +78,9 @@ def test_nan_weights_and_wrong_architecture_refused(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "nan.safetensors", state)
     with pytest.raises(CheckpointError, match="NaN"):
         load_checkpoint(tmp_path / "nan.safetensors")
-    save_checkpoint(tmp_path / "r.safetensors", create_model("resnet20", num_classes=10, width=0.25))
+    save_checkpoint(
+        tmp_path / "r.safetensors", create_model("resnet20", num_classes=10, width=0.25)
+    )
     with pytest.raises(CheckpointError, match="missing entries"):
         load_model(tmp_path / "r.safetensors", arch="tinyten", num_classes=10)
     save_checkpoint(tmp_path / "c.safetensors", create_model("tinyten", num_classes=100))

@@ -22,7 +22,9 @@ def test_schedules() -> None:
     assert lr_at(20, base_lr=0.1, epochs=250) == 0.05
     assert lr_at(45, base_lr=0.1, epochs=250) == 0.025
     assert lr_at(10, base_lr=0.1, epochs=100, schedule="robust") == 0.1
-    assert abs(lr_at(70, base_lr=0.1, epochs=100, schedule="robust") - 0.1 * (1 - 0.5 * 0.99)) < 1e-12
+    assert (
+        abs(lr_at(70, base_lr=0.1, epochs=100, schedule="robust") - 0.1 * (1 - 0.5 * 0.99)) < 1e-12
+    )
     assert abs(lr_at(95, base_lr=0.1, epochs=100, schedule="robust") - 0.001) < 1e-12
 
 
@@ -42,11 +44,15 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path) -> None:
 
     part = _digits_model(1)
     short = TrainConfig(**{**cfg.__dict__, "epochs": 2})
-    train_model(part, train, None, short, out_dir=tmp_path / "resumed", device="cpu", progress=False)
+    train_model(
+        part, train, None, short, out_dir=tmp_path / "resumed", device="cpu", progress=False
+    )
     # A fresh process would rebuild the model from scratch: use other weights to be sure
     # nothing but the checkpoint carries state over.
     resumed = _digits_model(99)
-    res = train_model(resumed, train, test, cfg, out_dir=tmp_path / "resumed", device="cpu", progress=False)
+    res = train_model(
+        resumed, train, test, cfg, out_dir=tmp_path / "resumed", device="cpu", progress=False
+    )
     assert res.resumed_from_epoch == 2
     assert len(res.history) == 4
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):

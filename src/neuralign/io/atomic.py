@@ -49,18 +49,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Atomically write ``data`` to ``path``."""
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Atomically write ``data`` to ``path``; return the path."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+    return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Atomically write ``text`` (UTF-8) to ``path``."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Atomically write ``text`` (UTF-8) to ``path``; return the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
-    """Atomically create ``path`` by calling ``writer(tmp_path)``."""
+def atomic_save(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
+    """Atomically create ``path`` by calling ``writer(tmp_path)``; return the path."""
     with atomic_path(path) as tmp:
         writer(tmp)
+    return Path(path)

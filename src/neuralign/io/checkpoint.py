@@ -10,6 +10,7 @@ containers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -54,10 +55,8 @@ def save_checkpoint(
     if isinstance(model_or_state, nn.Module):
         from neuralign.models import model_spec
 
-        try:
+        with contextlib.suppress(AttributeError, KeyError, ValueError):
             meta["arch"] = model_spec(model_or_state)
-        except (AttributeError, KeyError, ValueError):
-            pass
         state = model_or_state.state_dict()
     else:
         state = model_or_state

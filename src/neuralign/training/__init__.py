@@ -1,7 +1,7 @@
 """Endpoint training, schedules, losses and evaluation."""
 
 from neuralign.training.evaluate import evaluate_model
-from neuralign.training.losses import classification_loss, split_output
+from neuralign.training.losses import classification_loss
 from neuralign.training.schedules import SCHEDULES, lr_at
 from neuralign.training.train import Attack, TrainConfig, TrainResult, train_model
 
@@ -13,6 +13,5 @@ __all__ = [
     "classification_loss",
     "evaluate_model",
     "lr_at",
-    "split_output",
     "train_model",
 ]

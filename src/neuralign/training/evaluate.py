@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuralign.training.losses import split_output
+from neuralign.models.common import split_logits
 
 
 @torch.no_grad()
@@ -44,7 +44,7 @@ def evaluate_model(
                 out = model(x)
             else:
                 out = torch.func.functional_call(model, state, (x,), strict=True)
-            logits, _ = split_output(out)
+            logits, _ = split_logits(out)
             total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
             count += y.numel()

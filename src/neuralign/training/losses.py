@@ -7,13 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-
-def split_output(out: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Split a model output into ``(logits, aux_logits)``; a plain tensor has no aux heads."""
-    if isinstance(out, torch.Tensor):
-        return out, []
-    items = list(out)
-    return items[0], items[1:]
+from neuralign.models.common import split_logits
 
 
 def classification_loss(
@@ -24,7 +18,7 @@ def classification_loss(
     Returns:
         ``(loss, logits)``: the scalar loss to optimise and the main logits.
     """
-    logits, aux = split_output(out)
+    logits, aux = split_logits(out)
     loss = F.cross_entropy(logits.float(), y)
     for a in aux:
         loss = loss + aux_weight * F.cross_entropy(a.float(), y)

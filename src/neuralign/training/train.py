@@ -234,12 +234,14 @@ def train_model(
             save_checkpoint(ckpt, model, meta)
             with atomic_path(trainer_file) as tmp:
                 torch.save(
-                    {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch},
+                    {
+                        "optimizer": optimizer.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "epoch": epoch,
+                    },
                     tmp,
                 )
-            atomic_write_text(
-                metrics_file, "".join(json.dumps(r) + "\n" for r in result.history)
-            )
+            atomic_write_text(metrics_file, "".join(json.dumps(r) + "\n" for r in result.history))
     if out and ckpt:
         result.checkpoint = ckpt
     model.eval()

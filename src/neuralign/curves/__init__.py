@@ -1,0 +1,27 @@
+"""Curves in weight space between two networks (Garipov et al. 2018; Tatro et al. 2020)."""
+
+from neuralign.curves.base import (
+    Curve,
+    functional_forward,
+    interpolated_keys,
+    parameter_distance,
+    validate_states,
+)
+from neuralign.curves.bezier import Bezier, bernstein
+from neuralign.curves.polychain import Line, PolyChain, polychain_coefficients
+from neuralign.curves.train import CurveTrainResult, train_curve
+
+__all__ = [
+    "Bezier",
+    "Curve",
+    "CurveTrainResult",
+    "Line",
+    "PolyChain",
+    "bernstein",
+    "functional_forward",
+    "interpolated_keys",
+    "parameter_distance",
+    "polychain_coefficients",
+    "train_curve",
+    "validate_states",
+]

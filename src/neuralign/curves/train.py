@@ -1,0 +1,338 @@
+"""Training the interior control points of a curve (Garipov et al. 2018, Sec. 3).
+
+The objective is the expected loss along the curve under the uniform distribution on
+``[0, 1]``, with the L2 penalty on the *point of the curve*:
+
+.. math::
+
+    \\min_{\\theta^{(1)}, \\dots, \\theta^{(n-2)}}\\;
+    \\mathbb{E}_{t \\sim U[0, 1]}\\Big[\\mathcal{L}\\big(\\varphi(t)\\big)
+    + \\tfrac{\\lambda}{2}\\lVert \\varphi(t) \\rVert^2\\Big],
+
+estimated with one ``t`` per minibatch (Garipov et al. 2018, "Loss Surfaces, Mode
+Connectivity, and Fast Ensembling of DNNs"; Tatro et al. 2020, "Optimizing Mode Connectivity
+via Neuron Alignment", Sec. 3). BatchNorm layers use batch statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from neuralign.curves.base import Curve, functional_forward
+from neuralign.errors import CheckpointError, ConfigError
+from neuralign.io.atomic import atomic_path, atomic_write_text
+from neuralign.models.common import split_logits
+from neuralign.training.schedules import lr_at
+
+__all__ = ["CurveTrainResult", "train_curve"]
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT_NAME = "curve_train_state.pt"
+_CURVE_NAME = "curve.safetensors"
+
+
+@dataclass
+class CurveTrainResult:
+    """Outcome of :func:`train_curve`.
+
+    Attributes:
+        history: One dict per completed epoch (including epochs done before a resume):
+            ``epoch`` (1-based), ``loss`` (mean cross-entropy of the main head), ``objective``
+            (mean full objective incl. aux heads and the L2 term), ``acc`` (training accuracy
+            in %, at the sampled ``t``), ``lr``, ``time`` (seconds), and ``test_loss`` /
+            ``test_acc`` at ``t = test_t`` when test data were given.
+        resumed_from: Number of epochs found in the checkpoint when resuming, else ``None``.
+        checkpoint_path: The training checkpoint, when ``checkpoint_dir`` was given.
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int | None = None
+    checkpoint_path: Path | None = None
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The last epoch's record (empty when no epoch ran)."""
+        return self.history[-1] if self.history else {}
+
+
+def _curve_device(curve: Curve) -> torch.device:
+    for t in curve.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_curve(
+    curve: Curve,
+    data: Iterable[Any],
+    *,
+    epochs: int,
+    lr: float = 1e-2,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 5e-4,
+    lr_schedule: str = "step",
+    lr_step: int = 20,
+    lr_gamma: float = 0.5,
+    aux_weight: float = 0.3,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    log_path: str | os.PathLike[str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    test_data: Iterable[Any] | None = None,
+    test_t: float = 0.5,
+    bn_batches: int | None = 50,
+) -> CurveTrainResult:
+    """Train the interior control points of ``curve`` with SGD.
+
+    Per minibatch one :math:`t \\sim U[0, 1)` is drawn from a ``torch.Generator`` seeded with
+    ``seed``; the loss is
+    :math:`\\mathrm{CE}(f(x; \\varphi(t)), y) + w_{aux}\\sum_j \\mathrm{CE}(\\mathrm{aux}_j, y)
+    + \\tfrac{\\lambda}{2}\\lVert\\varphi(t)\\rVert^2` where the L2 term runs over the
+    interpolated entries (there is no optimizer weight decay on the control points). BatchNorm
+    uses batch statistics; its running-statistic updates land on temporary copies, so neither
+    the endpoints nor ``curve.model`` change. Every module's train/eval flag is restored.
+
+    With ``checkpoint_dir``, the control points, optimizer (momentum) state, the ``t``
+    generator, the global torch RNG and the history are saved atomically after every epoch,
+    and a run started on a directory holding a checkpoint resumes from it: an interrupted and
+    resumed run ends with exactly the control points of an uninterrupted one (given a data
+    iterable whose order depends only on the epoch: it gets ``set_epoch(e)`` when it has that
+    method, or draws from the global torch RNG). The learning rate is a pure function of the
+    epoch (:func:`lr_at`), so there is no scheduler state to restore.
+
+    Args:
+        curve: The curve; trained in place (and moved to ``device`` when given).
+        data: Iterable of ``(x, y)`` training batches (``x`` float, ``y`` int64).
+        epochs: Total number of epochs (including ones done before a resume).
+        lr: Initial learning rate (paper: 1e-2).
+        momentum: SGD momentum.
+        nesterov: Use Nesterov momentum.
+        weight_decay: :math:`\\lambda` of the L2 term on :math:`\\varphi(t)` (paper: 5e-4).
+        lr_schedule: ``"step"``, ``"cosine"`` or ``"constant"``.
+        lr_step: Epochs between step decays.
+        lr_gamma: Step decay factor.
+        aux_weight: Weight of auxiliary-head losses (models returning ``(logits, *aux)``).
+        device: Device to train on; default: where the curve is.
+        progress: Show a tqdm progress bar.
+        log_path: Write the history as JSON lines (one per epoch), atomically every epoch.
+        checkpoint_dir: Save (and resume from) a training checkpoint here; the final curve is
+            also written there as ``curve.safetensors``.
+        seed: Seed of the generator drawing ``t``.
+        test_data: Optional ``(x, y)`` batches; after every epoch loss and accuracy at
+            ``t = test_t`` are recorded (BatchNorm statistics recomputed on the first
+            ``bn_batches`` training batches).
+        test_t: Where on the curve to test.
+        bn_batches: Batches used to recompute BatchNorm statistics for the test
+            (``None``: all).
+
+    Returns:
+        A :class:`CurveTrainResult` with the per-epoch history.
+
+    Raises:
+        ConfigError: on a curve without trainable points or bad arguments.
+        CheckpointError: when the checkpoint in ``checkpoint_dir`` does not fit the curve.
+    """
+    params = curve.control_parameters()
+    if not params:
+        raise ConfigError(
+            f"{type(curve).__name__} with {curve.num_bends} bends has no trainable control "
+            "point; use num_bends >= 3"
+        )
+    if epochs < 0:
+        raise ConfigError(f"epochs must be >= 0, got {epochs}")
+    lr_at(0, base_lr=lr, schedule=lr_schedule, epochs=epochs)  # validates the schedule name
+    if device is not None:
+        curve.to(device)
+    dev = _curve_device(curve)
+    optimizer = torch.optim.SGD(
+        params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0
+    )
+    generator = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    start = 0
+    result = CurveTrainResult()
+
+    ckpt_path: Path | None = None
+    if checkpoint_dir is not None:
+        ckpt_path = Path(checkpoint_dir) / _CHECKPOINT_NAME
+        result.checkpoint_path = ckpt_path
+        if ckpt_path.exists():
+            start, history = _resume(ckpt_path, curve, optimizer, generator)
+            result.resumed_from = start
+            logger.info("resuming curve training from %s at epoch %d", ckpt_path, start)
+
+    modes = {m: m.training for m in curve.modules()}
+    keys = curve.interpolated_keys
+    try:
+        bar = tqdm(
+            range(start, epochs),
+            total=epochs,
+            initial=start,
+            desc=f"curve ({curve.family})",
+            disable=not progress,
+            unit="epoch",
+        )
+        for epoch in bar:
+            t0 = time.perf_counter()
+            curve.train()
+            if hasattr(data, "set_epoch"):
+                data.set_epoch(epoch)
+            epoch_lr = lr_at(
+                epoch, base_lr=lr, schedule=lr_schedule, epochs=epochs, step=lr_step, gamma=lr_gamma
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr
+            sums = {"loss": 0.0, "objective": 0.0, "correct": 0.0, "n": 0.0}
+            for x, y in data:
+                x, y = x.to(dev), y.to(dev)
+                t = float(torch.rand((), generator=generator))
+                state = curve.state_at(t)
+                logits, aux = split_logits(functional_forward(curve.model, state, x))
+                ce = F.cross_entropy(logits, y)
+                objective = ce
+                for a in aux:
+                    objective = objective + aux_weight * F.cross_entropy(a, y)
+                if weight_decay:
+                    l2 = torch.stack([state[k].pow(2).sum() for k in keys]).sum()
+                    objective = objective + 0.5 * weight_decay * l2
+                optimizer.zero_grad(set_to_none=True)
+                if objective.requires_grad:  # False only at t == 0 exactly (the endpoint)
+                    objective.backward()
+                    optimizer.step()
+                bs = y.shape[0]
+                sums["loss"] += float(ce.detach()) * bs
+                sums["objective"] += float(objective.detach()) * bs
+                sums["correct"] += float((logits.detach().argmax(1) == y).sum())
+                sums["n"] += bs
+            if sums["n"] == 0:
+                raise ConfigError("train_curve: the training data yielded no batch")
+            record: dict[str, float] = {
+                "epoch": epoch + 1,
+                "loss": sums["loss"] / sums["n"],
+                "objective": sums["objective"] / sums["n"],
+                "acc": 100.0 * sums["correct"] / sums["n"],
+                "lr": epoch_lr,
+            }
+            if test_data is not None:
+                record.update(_test_point(curve, data, test_data, test_t, bn_batches))
+            record["time"] = time.perf_counter() - t0
+            history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc']:.1f}")
+            logger.info("curve epoch %d: %s", epoch + 1, record)
+            if ckpt_path is not None:
+                _save_checkpoint(ckpt_path, curve, optimizer, generator, epoch + 1, history)
+            if log_path is not None:
+                atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+        bar.close()
+    finally:
+        for m, flag in modes.items():
+            m.training = flag
+    if checkpoint_dir is not None:
+        curve.save(Path(checkpoint_dir) / _CURVE_NAME)
+    result.history = history
+    return result
+
+
+def _test_point(
+    curve: Curve,
+    train_data: Iterable[Any],
+    test_data: Iterable[Any],
+    t: float,
+    bn_batches: int | None,
+) -> dict[str, float]:
+    # Deferred import: paths builds on curves, not the other way round.
+    from neuralign.paths.bn import has_batchnorm, recompute_bn
+    from neuralign.paths.evaluate import evaluate_state
+
+    with torch.no_grad():
+        state = curve.state_at(t)
+    if has_batchnorm(curve.model):
+        state = recompute_bn(curve.model, state, train_data, max_batches=bn_batches)
+    loss, acc = evaluate_state(curve.model, state, test_data)
+    return {"test_loss": loss, "test_acc": acc}
+
+
+def _save_checkpoint(
+    path: Path,
+    curve: Curve,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    epoch: int,
+    history: list[dict[str, float]],
+) -> None:
+    payload: dict[str, Any] = {
+        "format": "neuralign.curve_train",
+        "family": curve.family,
+        "num_bends": curve.num_bends,
+        "interpolated_keys": list(curve.interpolated_keys),
+        "epoch": epoch,
+        "points": [p.detach().cpu().clone() for p in curve.control_parameters()],
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "rng": _rng_state(),
+        "history": history,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _resume(
+    path: Path,
+    curve: Curve,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> tuple[int, list[dict[str, float]]]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read curve training checkpoint {path}: {exc}") from exc
+    if (
+        payload.get("format") != "neuralign.curve_train"
+        or payload.get("family") != curve.family
+        or payload.get("num_bends") != curve.num_bends
+        or payload.get("interpolated_keys") != list(curve.interpolated_keys)
+    ):
+        raise CheckpointError(
+            f"{path} holds a checkpoint of another curve (family {payload.get('family')!r}, "
+            f"{payload.get('num_bends')} bends); use another checkpoint_dir"
+        )
+    params = curve.control_parameters()
+    points: list[Tensor] = payload["points"]
+    if len(points) != len(params) or any(
+        p.shape != q.shape for p, q in zip(params, points, strict=False)
+    ):
+        raise CheckpointError(f"{path}: control point shapes do not fit the curve")
+    with torch.no_grad():
+        for p, q in zip(params, points, strict=False):
+            p.copy_(q)
+    optimizer.load_state_dict(payload["optimizer"])
+    generator.set_state(payload["generator"])
+    _set_rng_state(payload["rng"])
+    return int(payload["epoch"]), list(payload["history"])

@@ -1,0 +1,26 @@
+"""Evaluation of paths in weight space: BN recomputation, metrics, planes and plots."""
+
+from neuralign.paths.bn import batchnorm_modules, has_batchnorm, recompute_bn
+from neuralign.paths.evaluate import PathLike, evaluate_path, evaluate_state, resolve_ts
+from neuralign.paths.metrics import BN_MODES, METRICS, AggregatedPath, PathResult, aggregate
+from neuralign.paths.plane import PlaneResult, evaluate_plane
+from neuralign.paths.plots import plot_paths, plot_plane
+
+__all__ = [
+    "BN_MODES",
+    "METRICS",
+    "AggregatedPath",
+    "PathLike",
+    "PathResult",
+    "PlaneResult",
+    "aggregate",
+    "batchnorm_modules",
+    "evaluate_path",
+    "evaluate_plane",
+    "evaluate_state",
+    "has_batchnorm",
+    "plot_paths",
+    "plot_plane",
+    "recompute_bn",
+    "resolve_ts",
+]

@@ -1,0 +1,204 @@
+"""Recompute BatchNorm running statistics for a point in weight space.
+
+Points on a curve never had BatchNorm statistics of their own: interpolating the running
+statistics of the endpoints is wrong (Garipov et al. 2018, "Loss Surfaces, Mode Connectivity,
+and Fast Ensembling of DNNs", Sec. A.2). At every evaluated point the statistics are
+recomputed from data, as in the reference code of Garipov et al. and of Tatro et al. (2020),
+"Optimizing Mode Connectivity via Neuron Alignment".
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from neuralign.curves.base import functional_forward
+from neuralign.errors import DataError
+
+__all__ = ["batchnorm_modules", "has_batchnorm", "recompute_bn"]
+
+logger = logging.getLogger(__name__)
+
+
+def batchnorm_modules(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
+    """``(name, module)`` of every BatchNorm layer of ``model`` that tracks running stats."""
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats
+    ]
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has a BatchNorm layer with running statistics."""
+    return bool(batchnorm_modules(model))
+
+
+class _PooledMoments:
+    """Exact streaming per-channel mean and sum of squared deviations.
+
+    Batches are merged with the parallel update of Chan, Golub & LeVeque (1979), weighted by
+    their element counts, so the result equals the statistics of the concatenated data for
+    any batch sizes (unlike PyTorch's cumulative average over batches, ``momentum=None``,
+    which weights every batch equally).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: Tensor | None = None
+        self.m2: Tensor | None = None
+
+    def update(self, x: Tensor) -> None:
+        acc = torch.float32 if x.device.type == "mps" else torch.float64
+        xd = x.detach().to(acc)
+        dims = [d for d in range(xd.dim()) if d != 1]
+        n = xd.numel() // xd.shape[1]
+        if n == 0:
+            return
+        mean_b = xd.mean(dim=dims)
+        shape = [1] * xd.dim()
+        shape[1] = -1
+        m2_b = (xd - mean_b.view(shape)).pow(2).sum(dim=dims)
+        if self.mean is None or self.m2 is None:
+            self.count, self.mean, self.m2 = n, mean_b, m2_b
+            return
+        total = self.count + n
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2_b + delta.pow(2) * (self.count * n / total)
+        self.count = total
+
+
+def recompute_bn(
+    model: nn.Module,
+    state: Mapping[str, Tensor],
+    data: Iterable[Any],
+    *,
+    max_batches: int | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Tensor]:
+    """Return ``state`` with every BatchNorm's running statistics recomputed on ``data``.
+
+    One pass over ``data`` (or its first ``max_batches`` batches) with the network at
+    ``state``, BatchNorm layers in train mode (each normalises with its batch statistics,
+    exactly as during training) and every other module in eval mode (no dropout). A forward
+    pre-hook on each BatchNorm layer accumulates the exact pooled statistics of its input
+    over all batches, weighted by element count:
+
+    .. math::
+
+        \\mu_c = \\frac{1}{N}\\sum_{i} x_{i,c}, \\qquad
+        \\sigma^2_c = \\frac{1}{N - 1}\\sum_{i} (x_{i,c} - \\mu_c)^2,
+
+    where ``i`` runs over all samples and spatial positions (``N`` of them): this is the
+    unbiased variance BatchNorm keeps. PyTorch's own recipe (reset, ``momentum=None``, one
+    train-mode pass) averages the per-batch means and per-batch variances with equal weights:
+    its mean is exact only for equal-sized batches, and its variance is the mean
+    *within-batch* variance, which misses the spread of the batch means. The pooled values
+    here are exact for any batching. ``num_batches_tracked`` is set to the number of batches.
+
+    With a ``BatchNorm1d`` layer, batches of a single sample are skipped with a warning
+    (PyTorch cannot normalise them in train mode).
+
+    Nothing is mutated: the model's modules get their train/eval flags back and the hooks are
+    removed (also on error); ``state`` is not written to.
+
+    Args:
+        model: The architecture.
+        state: Full state dict of the point to evaluate.
+        data: Iterable of ``(x, y)`` batches (only ``x`` is used); a fixed, non-augmented
+            training subset is a good cheap choice, the full augmented training set is the
+            reference's choice.
+        max_batches: Use at most this many batches.
+        device: Where to run; defaults to the device of the state's tensors.
+
+    Returns:
+        A new dict: the same tensors as ``state`` except the BatchNorm running statistics.
+
+    Raises:
+        DataError: if ``data`` yields no batch, or a layer sees a single value per channel.
+    """
+    bns = batchnorm_modules(model)
+    if not bns:
+        return dict(state)
+    first = next(iter(state.values()))
+    dev = torch.device(device) if device is not None else first.device
+    work = {k: v.to(dev) for k, v in state.items()}
+    prefixes = {name: (f"{name}." if name else "") for name, _ in bns}
+    for name, _ in bns:
+        for suffix in ("running_mean", "running_var", "num_batches_tracked"):
+            key = prefixes[name] + suffix
+            if key in work:  # BatchNorm updates these in place: work on copies
+                work[key] = work[key].clone()
+    moments = {name: _PooledMoments() for name, _ in bns}
+    modes = {m: m.training for m in model.modules()}
+    handles = []
+    batches = 0
+    skipped = 0
+    skip_single = any(isinstance(m, nn.BatchNorm1d) for _, m in bns)
+    try:
+        model.eval()
+        for name, m in bns:
+            m.train()
+
+            def hook(_mod: nn.Module, args: tuple[Any, ...], _acc: _PooledMoments = moments[name]):
+                _acc.update(args[0])
+
+            handles.append(m.register_forward_pre_hook(hook))
+        with torch.no_grad():
+            for batch in data:
+                if max_batches is not None and batches >= max_batches:
+                    break
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                if skip_single and x.shape[0] == 1:
+                    # BatchNorm1d cannot normalise one sample in train mode; a trailing
+                    # batch of one (drop_last=False) is skipped rather than failing the pass.
+                    skipped += 1
+                    continue
+                functional_forward(model, work, x.to(dev))
+                batches += 1
+    finally:
+        for h in handles:
+            h.remove()
+        for module, flag in modes.items():
+            module.training = flag
+    if skipped:
+        warnings.warn(
+            f"recompute_bn skipped {skipped} batch(es) of a single sample (BatchNorm1d cannot "
+            "use them in train mode)",
+            stacklevel=2,
+        )
+    if batches == 0:
+        raise DataError("recompute_bn: the BatchNorm data yielded no usable batch")
+    out = dict(state)
+    for name, _ in bns:
+        acc = moments[name]
+        if acc.count == 0:
+            # Layer not reached in eval-mode forward (e.g. an auxiliary head): its statistics
+            # are never used, keep them.
+            logger.debug("recompute_bn: BatchNorm %r was not reached; kept its stats", name)
+            continue
+        if acc.mean is None or acc.m2 is None or acc.count < 2:
+            raise DataError(
+                f"recompute_bn: BatchNorm layer {name!r} saw fewer than 2 values per channel; "
+                "use more BN data"
+            )
+        p = prefixes[name]
+        ref_mean = state[p + "running_mean"]
+        ref_var = state[p + "running_var"]
+        out[p + "running_mean"] = acc.mean.to(device=ref_mean.device, dtype=ref_mean.dtype)
+        out[p + "running_var"] = (acc.m2 / (acc.count - 1)).to(
+            device=ref_var.device, dtype=ref_var.dtype
+        )
+        if p + "num_batches_tracked" in state:
+            ref_nbt = state[p + "num_batches_tracked"]
+            out[p + "num_batches_tracked"] = torch.tensor(
+                batches, dtype=ref_nbt.dtype, device=ref_nbt.device
+            )
+    return out

@@ -1,0 +1,180 @@
+"""Evaluate loss and accuracy along a path in weight space (Tatro et al. 2020, Sec. 5)."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from neuralign.curves.base import functional_forward, parameter_distance
+from neuralign.errors import ConfigError, DataError
+from neuralign.models.common import split_logits
+from neuralign.paths.bn import has_batchnorm, recompute_bn
+from neuralign.paths.metrics import BN_MODES, PathResult
+
+__all__ = ["PathLike", "evaluate_path", "evaluate_state", "resolve_ts"]
+
+
+@runtime_checkable
+class PathLike(Protocol):
+    """Anything :func:`evaluate_path` can walk along (a :class:`~neuralign.curves.Curve`)."""
+
+    model: nn.Module
+    interpolated_keys: list[str]
+
+    def state_at(self, t: float) -> dict[str, Tensor]:
+        """The full state dict at ``t`` in ``[0, 1]``."""
+        ...
+
+
+def resolve_ts(ts: int | Sequence[float]) -> list[float]:
+    """``int n`` → ``n`` equally spaced points of ``[0, 1]``; a sequence is checked and kept."""
+    if isinstance(ts, numbers.Integral):
+        count = int(ts)
+        if count < 2:
+            raise ConfigError(f"ts must be >= 2 points, got {count}")
+        return [float(v) for v in torch.linspace(0.0, 1.0, count, dtype=torch.float64).tolist()]
+    assert not isinstance(ts, int)
+    values = [float(v) for v in ts]
+    if len(values) < 1 or any(not 0.0 <= v <= 1.0 for v in values):
+        raise ConfigError("ts must be a non-empty sequence of points in [0, 1]")
+    if any(b < a for a, b in zip(values, values[1:])):
+        raise ConfigError("ts must be sorted in increasing order")
+    return values
+
+
+def evaluate_state(
+    model: nn.Module,
+    state: dict[str, Tensor],
+    data: Iterable[Any],
+    *,
+    device: str | torch.device | None = None,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) of ``model`` at ``state`` on ``data``, eval mode.
+
+    Args:
+        model: The architecture (its train/eval flags are restored afterwards).
+        state: Full state dict.
+        data: Iterable of ``(x, y)`` batches.
+        device: Where to run; default: the device of the state's tensors.
+
+    Returns:
+        ``(loss, accuracy)`` averaged over samples (not batches).
+    """
+    dev = torch.device(device) if device is not None else next(iter(state.values())).device
+    work = {k: v.to(dev) for k, v in state.items()}
+    modes = {m: m.training for m in model.modules()}
+    total_loss, correct, n = 0.0, 0, 0
+    try:
+        model.eval()
+        with torch.no_grad():
+            for x, y in data:
+                x, y = x.to(dev), y.to(dev)
+                logits, _ = split_logits(functional_forward(model, work, x))
+                total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+                n += int(y.shape[0])
+    finally:
+        for m, flag in modes.items():
+            m.training = flag
+    if n == 0:
+        raise DataError("evaluate_state: the data yielded no batch")
+    return total_loss / n, 100.0 * correct / n
+
+
+def evaluate_path(
+    path: PathLike,
+    data: Iterable[Any],
+    *,
+    ts: int | Sequence[float] = 65,
+    bn_data: Iterable[Any] | None = None,
+    bn_mode: str = "train-subset",
+    bn_max_batches: int | None = None,
+    train_data: Iterable[Any] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> PathResult:
+    """Loss and accuracy at points :math:`\\varphi(t)` of a path.
+
+    At every ``t``: the state :math:`\\varphi(t)` is built; if the model has BatchNorm and
+    ``bn_mode != "none"`` its running statistics are recomputed *once* on ``bn_data``
+    (:func:`~neuralign.paths.recompute_bn`), then the test (and, with ``train_data``, train)
+    loss and accuracy are measured in eval mode. The parameter-space distance between
+    consecutive points (interpolated entries only) is recorded for the arc-length weighted
+    average of Tatro et al. (2020), "Optimizing Mode Connectivity via Neuron Alignment".
+
+    ``bn_mode`` names the BN data the caller passes and is recorded in the result:
+    ``"train-subset"`` (a fixed, non-augmented, class-balanced training subset: cheap) or
+    ``"train-full-augmented"`` (the full augmented training set: the reference's choice,
+    one full pass per ``t``); ``"none"`` keeps the statistics of the state (endpoint A's).
+
+    Args:
+        path: A curve, or anything with ``state_at(t)``, ``model`` and ``interpolated_keys``.
+        data: Test batches ``(x, y)``.
+        ts: Number of equally spaced points in ``[0, 1]`` (paper: 65) or the points.
+        bn_data: Batches for the BatchNorm statistics (required unless ``bn_mode="none"``
+            or the model has no BatchNorm).
+        bn_mode: ``"train-subset"``, ``"train-full-augmented"`` or ``"none"``.
+        bn_max_batches: Use at most this many BN batches per point.
+        train_data: Optional training batches to measure train loss/accuracy too.
+        device: Where to run; default: where the path's tensors are.
+        progress: Show a tqdm progress bar over ``t``.
+        metadata: Extra metadata stored in the result (the curve family and bends are added).
+
+    Returns:
+        A :class:`~neuralign.paths.PathResult`.
+
+    Raises:
+        ConfigError: on an unknown ``bn_mode`` or missing ``bn_data``.
+    """
+    if bn_mode not in BN_MODES:
+        raise ConfigError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+    model = path.model
+    use_bn = has_batchnorm(model) and bn_mode != "none"
+    if use_bn and bn_data is None:
+        raise ConfigError(
+            f"the model has BatchNorm and bn_mode={bn_mode!r}: pass bn_data (training batches) "
+            "or bn_mode='none'"
+        )
+    points = resolve_ts(ts)
+    keys = list(path.interpolated_keys)
+    result = PathResult(
+        ts=points,
+        test_loss=[],
+        test_acc=[],
+        train_loss=[] if train_data is not None else None,
+        train_acc=[] if train_data is not None else None,
+        distances=[],
+        bn_mode=bn_mode if has_batchnorm(model) else "none",
+        metadata=dict(metadata or {}),
+    )
+    for attr in ("family", "num_bends"):
+        if hasattr(path, attr):
+            result.metadata.setdefault(attr, getattr(path, attr))
+    previous: dict[str, Tensor] | None = None
+    for t in tqdm(points, desc="path", disable=not progress, unit="t"):
+        with torch.no_grad():
+            state = {k: v.detach() for k, v in path.state_at(t).items()}
+        if device is not None:
+            state = {k: v.to(device) for k, v in state.items()}
+        if previous is not None:
+            result.distances.append(parameter_distance(previous, state, keys))
+        previous = {k: state[k] for k in keys}
+        if use_bn:
+            assert bn_data is not None
+            state = recompute_bn(model, state, bn_data, max_batches=bn_max_batches)
+        loss, acc = evaluate_state(model, state, data)
+        result.test_loss.append(loss)
+        result.test_acc.append(acc)
+        if train_data is not None:
+            tr_loss, tr_acc = evaluate_state(model, state, train_data)
+            assert result.train_loss is not None and result.train_acc is not None
+            result.train_loss.append(tr_loss)
+            result.train_acc.append(tr_acc)
+    return result

@@ -1,0 +1,342 @@
+"""Metrics of a path: the numbers of Tatro et al. (2020), Tables 1-3, and loss barriers.
+
+For a series :math:`v(t_0), \\dots, v(t_{m-1})` along a path (loss, or accuracy in %):
+
+- *endpoint*: :math:`\\tfrac12\\big(v(t_0) + v(t_{m-1})\\big)`;
+- *min* / *max* over the points;
+- *mean*: the plain mean over the points;
+- *arc-length mean* (the paper's "Avg."): trapezoid rule with weights proportional to the
+  parameter-space distance :math:`d_i = \\lVert\\varphi(t_{i+1}) - \\varphi(t_i)\\rVert`,
+  :math:`\\sum_i \\tfrac{v_i + v_{i+1}}{2}\\,\\tfrac{d_i}{\\sum_j d_j}`;
+- *barrier* (Frankle et al. 2020 form): :math:`\\max_t\\, L(t) - [(1-s)L(t_0) + sL(t_{m-1})]`
+  with :math:`s = (t - t_0)/(t_{m-1} - t_0)`, for the loss and for the error
+  :math:`100 - \\mathrm{acc}`;
+- *Ainsworth barrier* (Ainsworth et al. 2023, "Git Re-Basin"):
+  :math:`\\max_t L(t) - \\tfrac12\\big(L(t_0) + L(t_{m-1})\\big)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neuralign.errors import ConfigError
+from neuralign.io.atomic import atomic_write_text
+
+__all__ = ["BN_MODES", "METRICS", "AggregatedPath", "PathResult", "aggregate"]
+
+BN_MODES = ("train-subset", "train-full-augmented", "none")
+METRICS = ("test_loss", "test_acc", "train_loss", "train_acc")
+
+
+def _is_acc(metric: str) -> bool:
+    return metric.endswith("_acc")
+
+
+@dataclass
+class PathResult:
+    """Loss and accuracy along a path, with every summary metric of the paper.
+
+    Attributes:
+        ts: The evaluated points in ``[0, 1]``, increasing.
+        test_loss: Mean cross-entropy on the test data at each ``t``.
+        test_acc: Test accuracy in % at each ``t``.
+        train_loss: Train loss at each ``t`` (``None`` when not measured).
+        train_acc: Train accuracy in % at each ``t`` (``None`` when not measured).
+        distances: Parameter-space distances between consecutive points (``len(ts) - 1``);
+            empty when unknown (the arc-length mean then weights by ``t`` intervals).
+        bn_mode: Which data recomputed BatchNorm statistics (``"train-subset"``,
+            ``"train-full-augmented"``, or ``"none"``).
+        metadata: Free-form JSON-serialisable metadata (curve family, pair, seeds, ...).
+    """
+
+    ts: list[float]
+    test_loss: list[float]
+    test_acc: list[float]
+    train_loss: list[float] | None = None
+    train_acc: list[float] | None = None
+    distances: list[float] = field(default_factory=list)
+    bn_mode: str = "train-subset"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        m = len(self.ts)
+        for name in METRICS:
+            values = getattr(self, name)
+            if values is not None and len(values) not in (0, m):
+                raise ConfigError(f"PathResult.{name} has {len(values)} values for {m} ts")
+
+    # ------------------------------------------------------------------ series
+
+    def metrics(self) -> list[str]:
+        """Names of the series present (``test_loss``, ``test_acc``, maybe ``train_*``)."""
+        return [name for name in METRICS if getattr(self, name)]
+
+    def series(self, metric: str) -> list[float]:
+        """The values of ``metric`` along the path."""
+        if metric not in METRICS:
+            raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
+        values = getattr(self, metric)
+        if not values:
+            raise ConfigError(f"this PathResult has no {metric!r} series")
+        return list(values)
+
+    def _loss_like(self, metric: str) -> list[float]:
+        """The series as a quantity to minimise: loss, or error = 100 - accuracy."""
+        values = self.series(metric)
+        return [100.0 - v for v in values] if _is_acc(metric) else values
+
+    # ------------------------------------------------------------------ metrics
+
+    def endpoint(self, metric: str) -> float:
+        """Mean of the first and last points (``t = 0`` and ``t = 1``)."""
+        v = self.series(metric)
+        return 0.5 * (v[0] + v[-1])
+
+    def min(self, metric: str) -> float:
+        """Minimum over the path."""
+        return min(self.series(metric))
+
+    def max(self, metric: str) -> float:
+        """Maximum over the path."""
+        return max(self.series(metric))
+
+    def mean(self, metric: str) -> float:
+        """Plain mean over the evaluated points."""
+        v = self.series(metric)
+        return sum(v) / len(v)
+
+    def weights(self) -> list[float]:
+        """Normalised interval weights of the arc-length trapezoid rule (sum to one).
+
+        Proportional to :attr:`distances`; when those are missing or all zero, to the
+        ``t`` intervals.
+        """
+        m = len(self.ts)
+        if m < 2:
+            return []
+        d = list(self.distances)
+        if len(d) != m - 1 or not sum(d) > 0:
+            d = [b - a for a, b in zip(self.ts, self.ts[1:])]
+            if not sum(d) > 0:
+                d = [1.0] * (m - 1)
+        total = sum(d)
+        return [x / total for x in d]
+
+    def arc_mean(self, metric: str) -> float:
+        """Arc-length weighted mean: :math:`\\sum_i \\frac{v_i + v_{i+1}}{2} w_i`."""
+        v = self.series(metric)
+        if len(v) == 1:
+            return v[0]
+        return sum(0.5 * (a + b) * w for a, b, w in zip(v, v[1:], self.weights()))
+
+    def barrier(self, metric: str) -> float:
+        """:math:`\\max_t L(t) - [(1-s)L(0) + sL(1)]`; for an accuracy, ``L`` is the error."""
+        v = self._loss_like(metric)
+        t0, t1 = self.ts[0], self.ts[-1]
+        if len(v) == 1 or t1 == t0:
+            return 0.0
+        return max(
+            val - ((1.0 - (t - t0) / (t1 - t0)) * v[0] + (t - t0) / (t1 - t0) * v[-1])
+            for t, val in zip(self.ts, v)
+        )
+
+    def barrier_ainsworth(self, metric: str) -> float:
+        """:math:`\\max_t L(t) - \\tfrac12(L(0) + L(1))`; for an accuracy, ``L`` is the error."""
+        v = self._loss_like(metric)
+        return max(v) - 0.5 * (v[0] + v[-1])
+
+    # ------------------------------------------------------------------ shortcuts
+
+    @property
+    def endpoint_accuracy(self) -> float:
+        """Mean test accuracy of the two endpoints (%)."""
+        return self.endpoint("test_acc")
+
+    @property
+    def endpoint_loss(self) -> float:
+        """Mean test loss of the two endpoints."""
+        return self.endpoint("test_loss")
+
+    @property
+    def min_accuracy(self) -> float:
+        """Lowest test accuracy along the path (%)."""
+        return self.min("test_acc")
+
+    @property
+    def max_loss(self) -> float:
+        """Highest test loss along the path."""
+        return self.max("test_loss")
+
+    @property
+    def avg_accuracy(self) -> float:
+        """Arc-length weighted mean test accuracy (%): the paper's "Avg."."""
+        return self.arc_mean("test_acc")
+
+    @property
+    def avg_loss(self) -> float:
+        """Arc-length weighted mean test loss."""
+        return self.arc_mean("test_loss")
+
+    @property
+    def loss_barrier(self) -> float:
+        """Test-loss barrier above the linear interpolation of the endpoints."""
+        return self.barrier("test_loss")
+
+    @property
+    def error_barrier(self) -> float:
+        """Test-error barrier (percentage points) above the linear interpolation."""
+        return self.barrier("test_acc")
+
+    def summary(self) -> dict[str, float]:
+        """Every metric of every series present, flat.
+
+        Keys ``{metric}_{endpoint,min,max,mean,arc_mean}`` for each series, and
+        ``{split}_loss_barrier``, ``{split}_loss_barrier_ainsworth``,
+        ``{split}_error_barrier``, ``{split}_error_barrier_ainsworth``.
+        """
+        out: dict[str, float] = {}
+        for metric in self.metrics():
+            out[f"{metric}_endpoint"] = self.endpoint(metric)
+            out[f"{metric}_min"] = self.min(metric)
+            out[f"{metric}_max"] = self.max(metric)
+            out[f"{metric}_mean"] = self.mean(metric)
+            out[f"{metric}_arc_mean"] = self.arc_mean(metric)
+            name = metric.replace("_acc", "_error")
+            out[f"{name}_barrier"] = self.barrier(metric)
+            out[f"{name}_barrier_ainsworth"] = self.barrier_ainsworth(metric)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (with the summary, for readers of the JSON)."""
+        d = asdict(self)
+        d["summary"] = self.summary()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PathResult:
+        """Inverse of :meth:`to_dict` (the stored summary is recomputed, not trusted)."""
+        fields = {k: v for k, v in d.items() if k != "summary"}
+        return cls(**fields)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> PathResult:
+        """Parse :meth:`to_json` output."""
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON atomically and return the path."""
+        return atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PathResult:
+        """Read a file written by :meth:`save`."""
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+@dataclass
+class AggregatedPath:
+    """Mean and standard deviation over several paths (e.g. over pairs of networks).
+
+    Attributes:
+        ts: The common points.
+        n: Number of paths aggregated.
+        mean: Per-metric mean at each ``t``.
+        std: Per-metric sample standard deviation (``ddof=1``; zero for one path) at each t.
+        summary_mean: Mean over paths of each :meth:`PathResult.summary` entry.
+        summary_std: Sample standard deviation of each summary entry.
+        bn_mode: The common BN mode.
+        metadata: The paths' metadata, in order.
+    """
+
+    ts: list[float]
+    n: int
+    mean: dict[str, list[float]]
+    std: dict[str, list[float]]
+    summary_mean: dict[str, float]
+    summary_std: dict[str, float]
+    bn_mode: str
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """JSON text."""
+        return json.dumps(asdict(self), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> AggregatedPath:
+        """Parse :meth:`to_json` output."""
+        return cls(**json.loads(text))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON atomically and return the path."""
+        return atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> AggregatedPath:
+        """Read a file written by :meth:`save`."""
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mu = sum(values) / n
+    if n < 2:
+        return mu, 0.0
+    return mu, math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1))
+
+
+def aggregate(results: list[PathResult]) -> AggregatedPath:
+    """Mean ± sample std over paths of every curve point and every summary metric.
+
+    Args:
+        results: Paths evaluated at the same ``ts`` with the same BN mode.
+
+    Returns:
+        An :class:`AggregatedPath`; series and summary entries present in every result.
+
+    Raises:
+        ConfigError: on an empty list, differing ``ts`` or differing BN modes.
+    """
+    if not results:
+        raise ConfigError("aggregate needs at least one PathResult")
+    ts = results[0].ts
+    for r in results[1:]:
+        if len(r.ts) != len(ts) or any(abs(a - b) > 1e-9 for a, b in zip(r.ts, ts)):
+            raise ConfigError("aggregate: the paths were evaluated at different ts")
+    modes = {r.bn_mode for r in results}
+    if len(modes) > 1:
+        raise ConfigError(f"aggregate: the paths use different BN modes {sorted(modes)}")
+    common = [m for m in METRICS if all(m in r.metrics() for r in results)]
+    mean: dict[str, list[float]] = {}
+    std: dict[str, list[float]] = {}
+    for metric in common:
+        columns = [r.series(metric) for r in results]
+        pairs = [_mean_std([col[i] for col in columns]) for i in range(len(ts))]
+        mean[metric] = [p[0] for p in pairs]
+        std[metric] = [p[1] for p in pairs]
+    summaries = [r.summary() for r in results]
+    keys = [k for k in summaries[0] if all(k in s for s in summaries)]
+    summary_mean: dict[str, float] = {}
+    summary_std: dict[str, float] = {}
+    for k in keys:
+        summary_mean[k], summary_std[k] = _mean_std([s[k] for s in summaries])
+    return AggregatedPath(
+        ts=list(ts),
+        n=len(results),
+        mean=mean,
+        std=std,
+        summary_mean=summary_mean,
+        summary_std=summary_std,
+        bn_mode=modes.pop(),
+        metadata=[dict(r.metadata) for r in results],
+    )
