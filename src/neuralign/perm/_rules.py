@@ -1,0 +1,866 @@
+"""The op table of permutation discovery: how each op passes, starts or merges channel groups.
+
+Every tensor flowing through the traced graph carries an *info*:
+
+* :class:`Feat` -- its channel axis is made of segments, each a run of units of one group
+  (``gid``) or of fixed (never permuted) channels (``gid=None``); a unit may own ``inner``
+  consecutive entries (after a flatten of ``C x H x W``).
+* :data:`FIXED` -- the tensor's values do not change under any permutation of the spec (the
+  network input, anything computed from fixed tensors only).
+* :class:`Param` -- a parameter or buffer read with ``get_attr`` (functional layers).
+* ``None`` -- not a tensor (sizes, shapes, Python scalars); a tuple of infos for tuples.
+
+:data:`RULES` is the one table: one row per op kind, listing its module classes, functions and
+tensor-method names, a handler computing the output info, and a *kind* used to place taps.
+Adding support for an op is adding one row. Anything without a row is handled soundly: if no
+input carries a permuted group its output is fixed; otherwise discovery reports it as
+unsupported (:class:`neuralign.errors.UnsupportedOpError`).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+if TYPE_CHECKING:
+    from neuralign.perm.trace import Walker
+
+__all__ = ["FIXED", "RULES", "Call", "Feat", "Param", "Rule", "Seg", "lookup_rule"]
+
+
+@dataclass(frozen=True)
+class Seg:
+    """A run of ``size`` units of group ``gid`` (``None``: fixed channels) on a channel axis."""
+
+    gid: int | None
+    size: int
+    inner: int = 1
+
+    @property
+    def width(self) -> int:
+        """Number of indices the run occupies on the axis."""
+        return self.size * self.inner
+
+
+@dataclass(frozen=True)
+class Feat:
+    """A tensor whose channel axis ``axis`` is made of ``segs``."""
+
+    axis: int
+    segs: tuple[Seg, ...]
+
+    @property
+    def width(self) -> int:
+        """Length of the channel axis."""
+        return sum(s.width for s in self.segs)
+
+    def gids(self) -> list[int]:
+        """Group ids present (fixed segments excluded)."""
+        return [s.gid for s in self.segs if s.gid is not None]
+
+    def offsets(self) -> Iterator[tuple[int, Seg]]:
+        """Yield ``(start, seg)`` for every segment."""
+        start = 0
+        for s in self.segs:
+            yield start, s
+            start += s.width
+
+
+class _Fixed:
+    """Sentinel info: a tensor unchanged by every permutation of the spec."""
+
+    def __repr__(self) -> str:
+        return "FIXED"
+
+
+FIXED = _Fixed()
+
+
+@dataclass(frozen=True)
+class Param:
+    """A tensor read with ``get_attr``: ``key`` is its state-dict key (``None`` if it is not
+    in the state dict, e.g. a non-persistent buffer or a traced constant)."""
+
+    key: str | None
+
+
+Info = Any  # Feat | _Fixed | Param | tuple | None
+
+
+@dataclass
+class Call:
+    """One node being interpreted by a rule.
+
+    Attributes:
+        node: The fx node.
+        module: The called module for ``call_module`` nodes, else ``None``.
+    """
+
+    node: fx.Node
+    module: nn.Module | None
+
+    @property
+    def prefix(self) -> str:
+        """Qualified module name (``call_module``) used to build state-dict keys."""
+        return str(self.node.target)
+
+    def arg(self, index: int, name: str, default: Any = None) -> Any:
+        """Return an argument given positionally (``index``) or by keyword (``name``)."""
+        if name in self.node.kwargs:
+            return self.node.kwargs[name]
+        if index < len(self.node.args):
+            return self.node.args[index]
+        return default
+
+
+Handler = Callable[["Walker", Call], Info]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the op table.
+
+    Attributes:
+        name: Short description (for docs and error messages).
+        kind: Role for tap placement: ``"producer"`` (starts a group: conv, linear),
+            ``"perchannel"`` (depthwise conv), ``"norm"``, ``"act"`` (elementwise),
+            ``"merge"`` (elementwise op of several permuted tensors; set by the handler),
+            ``"shape"`` (pooling, reshape, dropout, cat...), ``"meta"`` (sizes).
+        handler: Computes the output info.
+        modules: Module classes handled (``call_module``; subclasses match too).
+        functions: Callables handled (``call_function``).
+        methods: Tensor method names handled (``call_method``).
+    """
+
+    name: str
+    kind: str
+    handler: Handler
+    modules: tuple[type[nn.Module], ...] = ()
+    functions: tuple[Callable[..., Any], ...] = ()
+    methods: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------- helpers
+def _spatial_dims(obj: Any) -> int:
+    """Number of trailing spatial dims of a 1d/2d/3d op, from its class or function name."""
+    name = obj.__name__ if hasattr(obj, "__name__") else type(obj).__name__
+    for k in (3, 2, 1):
+        if f"{k}d" in name:
+            return k
+    return 0
+
+
+def _first_tensor(w: Walker, call: Call) -> fx.Node:
+    node = call.node.args[0] if call.node.args else next(iter(call.node.kwargs.values()))
+    if not isinstance(node, fx.Node):
+        raise TypeError(f"{call.node.name}: first argument is not a tensor")
+    return node
+
+
+def _param_key(w: Walker, call: Call, value: Any) -> tuple[bool, str | None]:
+    """Resolve a functional layer's weight argument: ``(ok, key)``."""
+    if value is None:
+        return True, None
+    info = w.info(value)
+    if isinstance(info, Param):
+        return True, info.key
+    return False, None
+
+
+def _module_key(w: Walker, call: Call, name: str) -> str | None:
+    if call.module is None or getattr(call.module, name, None) is None:
+        return None
+    key = f"{call.prefix}.{name}"
+    return key if w.has_key(key) else None
+
+
+def _consume(
+    w: Walker, x: Feat | Any, key: str | None, axis: int, *, allow_inner: bool = True
+) -> str | None:
+    """Make the channel segments of input ``x`` members of ``key``'s input axis.
+
+    Returns an error string if the input cannot be consumed, else ``None``.
+    """
+    if not isinstance(x, Feat):
+        if key is not None:
+            w.pin(key, axis)
+        return None
+    if not allow_inner and any(s.inner != 1 for s in x.segs):
+        return "its input is a flattened feature map"
+    for start, seg in x.offsets():
+        w.member(seg.gid, key, axis, start, seg.inner, seg.size)
+    return None
+
+
+# ---------------------------------------------------------------------------- handlers
+def _conv(w: Walker, call: Call) -> Info:
+    node = call.node
+    transposed = False
+    if call.module is not None:
+        mod = call.module
+        weight: str | None = _module_key(w, call, "weight")
+        bias = _module_key(w, call, "bias")
+        groups = int(getattr(mod, "groups", 1))
+        transposed = bool(getattr(mod, "transposed", False))
+        k = _spatial_dims(mod)
+        in_ch, out_ch = int(getattr(mod, "in_channels", 0)), int(getattr(mod, "out_channels", 0))
+        name = call.prefix
+    else:
+        fn = node.target
+        transposed = "transpose" in getattr(fn, "__name__", "")
+        k = _spatial_dims(fn)
+        ok, weight = _param_key(w, call, call.arg(1, "weight"))
+        ok2, bias = _param_key(w, call, call.arg(2, "bias"))
+        if not (ok and ok2):
+            return w.unsupported("its weight is computed, not a parameter")
+        groups = int(call.arg(6, "groups", 1) or 1)  # same slot for conv and conv_transpose
+        wshape = w.shape(call.arg(1, "weight"))
+        if wshape is None:
+            return w.unsupported("unknown weight shape")
+        in_ch = wshape[0] if transposed else wshape[1] * groups
+        out_ch = wshape[1] * groups if transposed else wshape[0]
+        name = weight[: -len(".weight")] if weight and weight.endswith(".weight") else node.name
+    x = w.info(_first_tensor(w, call))
+    xshape = w.shape(_first_tensor(w, call))
+    if isinstance(x, Feat) and xshape is not None and x.axis != len(xshape) - k - 1:
+        return w.unsupported("its channel axis is not the one carrying the permuted units")
+    in_axis, out_axis = (0, 1) if transposed else (1, 0)
+    if groups != 1:
+        if not transposed and groups == in_ch == out_ch:
+            # Depthwise: unit c of the input only feeds output channel c.
+            if isinstance(x, Feat):
+                for start, seg in x.offsets():
+                    w.member(seg.gid, weight, 0, start, seg.inner, seg.size)
+                    w.member(seg.gid, bias, 0, start, seg.inner, seg.size)
+                w.set_kind("perchannel")
+                return x
+            w.pin(weight)
+            w.pin(bias)
+            return w.fixed_out()
+        if isinstance(x, Feat):
+            return w.unsupported(
+                f"grouped convolution (groups={groups}, in={in_ch}, out={out_ch}) only allows "
+                "permutations within each group of channels"
+            )
+    err = _consume(w, x, weight, in_axis, allow_inner=False)
+    if err:
+        return w.unsupported(err)
+    gid = w.producer(weight, out_ch, name)
+    w.member(gid, weight, out_axis, 0, 1, out_ch)
+    w.member(gid, bias, 0, 0, 1, out_ch)
+    out_rank = len(w.shape(node) or (0, 0))
+    return Feat(out_rank - k - 1, (Seg(gid, out_ch),))
+
+
+def _linear(w: Walker, call: Call) -> Info:
+    node = call.node
+    if call.module is not None:
+        weight = _module_key(w, call, "weight")
+        bias = _module_key(w, call, "bias")
+        out_f = int(getattr(call.module, "out_features", 0))
+        name = call.prefix
+    else:
+        ok, weight = _param_key(w, call, call.arg(1, "weight"))
+        ok2, bias = _param_key(w, call, call.arg(2, "bias"))
+        if not (ok and ok2):
+            return w.unsupported("its weight is computed, not a parameter")
+        wshape = w.shape(call.arg(1, "weight"))
+        if wshape is None:
+            return w.unsupported("unknown weight shape")
+        out_f = wshape[0]
+        name = weight[: -len(".weight")] if weight and weight.endswith(".weight") else node.name
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    xshape = w.shape(xnode) or ()
+    if isinstance(x, Feat) and x.axis != len(xshape) - 1:
+        return w.unsupported("it acts on an axis other than the permuted channel axis")
+    _consume(w, x, weight, 1)
+    gid = w.producer(weight, out_f, name)
+    w.member(gid, weight, 0, 0, 1, out_f)
+    w.member(gid, bias, 0, 0, 1, out_f)
+    return Feat(len(w.shape(node) or (0, 0)) - 1, (Seg(gid, out_f),))
+
+
+def _norm_keys(w: Walker, call: Call) -> tuple[bool, list[str | None]]:
+    if call.module is not None:
+        names = ("weight", "bias", "running_mean", "running_var")
+        return True, [_module_key(w, call, n) for n in names]
+    # batch_norm / instance_norm(input, running_mean, running_var, weight, bias, ...)
+    idx = ((3, "weight"), (4, "bias"), (1, "running_mean"), (2, "running_var"))
+    keys: list[str | None] = []
+    for i, n in idx:
+        ok, key = _param_key(w, call, call.arg(i, n))
+        if not ok:
+            return False, []
+        keys.append(key)
+    return True, keys
+
+
+def _channel_norm(w: Walker, call: Call) -> Info:
+    """BatchNorm / InstanceNorm: per-channel statistics and affine parameters."""
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    ok, keys = _norm_keys(w, call)
+    if not ok:
+        return w.unsupported("its parameters are computed, not parameters")
+    if not isinstance(x, Feat):
+        for key in keys:
+            w.pin(key)
+        return w.fixed_out()
+    if x.axis != 1 and len(w.shape(xnode) or ()) > 1:
+        return w.unsupported("its channel axis (dim 1) is not the permuted axis")
+    if any(s.inner != 1 for s in x.segs):
+        return w.unsupported("its input is a flattened feature map")
+    for key in keys:
+        _consume(w, x, key, 0)
+    return x
+
+
+def _layer_norm(w: Walker, call: Call) -> Info:
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    if call.module is not None:
+        nshape = tuple(getattr(call.module, "normalized_shape", ()))
+        weight = _module_key(w, call, "weight")
+        bias = _module_key(w, call, "bias")
+    else:
+        nshape = tuple(call.arg(1, "normalized_shape", ()))
+        ok, weight = _param_key(w, call, call.arg(2, "weight"))
+        ok2, bias = _param_key(w, call, call.arg(3, "bias"))
+        if not (ok and ok2):
+            return w.unsupported("its parameters are computed")
+    if not isinstance(x, Feat):
+        w.pin(weight)
+        w.pin(bias)
+        return w.fixed_out()
+    rank = len(w.shape(xnode) or ())
+    first = rank - len(nshape)
+    if x.axis >= first:
+        # Statistics over the channel axis are permutation-invariant; the affine
+        # parameters follow the units.
+        pax = x.axis - first
+        _consume(w, x, weight, pax)
+        _consume(w, x, bias, pax)
+    return x
+
+
+def _group_norm(w: Walker, call: Call) -> Info:
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    if call.module is not None:
+        groups = int(getattr(call.module, "num_groups", 1))
+        weight = _module_key(w, call, "weight")
+        bias = _module_key(w, call, "bias")
+    else:
+        groups = int(call.arg(1, "num_groups", 1))
+        ok, weight = _param_key(w, call, call.arg(2, "weight"))
+        ok2, bias = _param_key(w, call, call.arg(3, "bias"))
+        if not (ok and ok2):
+            return w.unsupported("its parameters are computed")
+    if not isinstance(x, Feat):
+        w.pin(weight)
+        w.pin(bias)
+        return w.fixed_out()
+    if groups not in (1, x.width) or x.axis != 1:
+        return w.unsupported(
+            f"GroupNorm with {groups} groups of {x.width // max(groups, 1)} channels computes "
+            "statistics over fixed blocks of channels, so units may only move within a block"
+        )
+    _consume(w, x, weight, 0)
+    _consume(w, x, bias, 0)
+    return x
+
+
+def _elementwise(w: Walker, call: Call) -> Info:
+    """Elementwise ops (unary activations and broadcasting binary arithmetic).
+
+    Operands that carry groups on the same output axis are tied (union of groups: this is what
+    makes a residual stream one group); a parameter spanning the channel axis becomes a
+    member; a fixed tensor spanning the channel axis freezes the groups it meets.
+    """
+    node = call.node
+    out_shape = w.shape(node)
+    if out_shape is None:
+        return w.generic(call)
+    rank = len(out_shape)
+    operands = [a for a in node.all_input_nodes if w.shape(a) is not None]
+    feats: list[Feat] = []
+    others: list[tuple[Any, tuple[int, ...], int]] = []  # (info, shape, rank shift)
+    for a in operands:
+        info = w.info(a)
+        shape = w.shape(a) or ()
+        shift = rank - len(shape)
+        if isinstance(info, Feat):
+            ax = info.axis + shift
+            if out_shape[ax] != info.width:  # broadcast along its own channel axis
+                w.freeze(info.gids(), f"broadcast in %{node.name}")
+                continue
+            feats.append(Feat(ax, info.segs))
+        else:
+            others.append((info, shape, shift))
+    if not feats:
+        for info, _, _ in others:
+            if isinstance(info, Param):
+                w.pin(info.key)
+        return w.fixed_out()
+    base = feats[0]
+    for f in feats[1:]:
+        same = f.axis == base.axis and [(s.size, s.inner) for s in f.segs] == [
+            (s.size, s.inner) for s in base.segs
+        ]
+        if not same:
+            w.freeze(base.gids() + f.gids(), f"operands of %{node.name} are laid out differently")
+            continue
+        for s, t in zip(base.segs, f.segs):
+            if s.gid is None or t.gid is None:
+                w.freeze([g for g in (s.gid, t.gid) if g is not None], f"fixed in %{node.name}")
+            else:
+                w.union(s.gid, t.gid)
+    for info, shape, shift in others:
+        d = base.axis - shift
+        broadcast = d < 0 or shape[d] == 1
+        if isinstance(info, Param):
+            if broadcast:
+                w.pin(info.key)
+            else:
+                _consume(w, Feat(base.axis, base.segs), info.key, d)
+        elif not broadcast:
+            w.freeze(base.gids(), f"a fixed tensor is combined with it in %{node.name}")
+    w.set_kind("merge" if len(feats) > 1 else "act")
+    return base
+
+
+def _passthrough(w: Walker, call: Call) -> Info:
+    """Ops that keep each channel separate (dropout, identity, dtype/device moves...)."""
+    return w.info(_first_tensor(w, call))
+
+
+def _pool(w: Walker, call: Call) -> Info:
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    target = call.module if call.module is not None else call.node.target
+    k = _spatial_dims(target)
+    rank = len(w.shape(xnode) or ())
+    if isinstance(x, Feat):
+        if x.axis >= rank - k or any(s.inner != 1 for s in x.segs):
+            return w.unsupported("it pools over the permuted channel axis")
+        out = w.shape(call.node)
+        if out is None:  # (values, indices) tuple
+            return w.unsupported("pooling that returns indices")
+    return x
+
+
+def _reduce(w: Walker, call: Call) -> Info:
+    """mean/sum/amax/amin/... over some dims."""
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    if not isinstance(x, Feat):
+        return w.fixed_out()
+    rank = len(w.shape(xnode) or ())
+    dim = call.arg(1, "dim", None)
+    keepdim = bool(call.arg(2, "keepdim", False))
+    if dim is None:
+        return w.fixed_out()  # full reduction: invariant
+    dims = {d % rank for d in ((dim,) if isinstance(dim, int) else tuple(dim))}
+    if x.axis in dims:
+        # Reducing over units is invariant to their order.
+        w.set_kind("shape")
+        return w.fixed_out()
+    axis = x.axis if keepdim else x.axis - sum(1 for d in dims if d < x.axis)
+    return Feat(axis, x.segs)
+
+
+def _reshape(w: Walker, call: Call) -> Info:
+    """view/reshape/flatten/squeeze/unsqueeze/unflatten, decided from the shapes.
+
+    The channel axis may merge with the dims after it (flatten of ``C x H x W``: each unit
+    now owns ``H * W`` consecutive entries) or split them off again; anything that splits or
+    interleaves units (a channel shuffle) is unsupported.
+    """
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    if not isinstance(x, Feat):
+        return w.fixed_out() if x is FIXED else x
+    src = w.shape(xnode)
+    dst = w.shape(call.node)
+    if src is None or dst is None:
+        return w.unsupported("unknown shapes")
+    a = x.axis
+    pre = math.prod(src[:a])
+    for b in range(len(dst) + 1):
+        if math.prod(dst[:b]) != pre:
+            continue
+        if b == len(dst):
+            break
+        # merge: dst[b] == prod(src[a:j])
+        for j in range(a + 1, len(src) + 1):
+            if math.prod(src[a:j]) == dst[b]:
+                m = math.prod(src[a + 1 : j])
+                return Feat(b, tuple(Seg(s.gid, s.size, s.inner * m) for s in x.segs))
+        # split: src[a] == dst[b] * f, each unit's inner block divisible by f
+        if dst[b] and src[a] % dst[b] == 0:
+            f = src[a] // dst[b]
+            if f > 1 and all(s.inner % f == 0 for s in x.segs):
+                for k in range(b + 2, len(dst) + 1):
+                    if math.prod(dst[b + 1 : k]) == f:
+                        return Feat(b, tuple(Seg(s.gid, s.size, s.inner // f) for s in x.segs))
+    return w.unsupported(
+        f"reshaping {tuple(src)} -> {tuple(dst)} splits or interleaves the channel axis {a}"
+    )
+
+
+def _permute_dims(w: Walker, call: Call) -> Info:
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    if not isinstance(x, Feat):
+        return x
+    rank = len(w.shape(xnode) or ())
+    target = call.node.target
+    if target in ("transpose", torch.transpose, torch.swapaxes, "swapaxes"):
+        d0 = int(call.arg(1, "dim0")) % rank
+        d1 = int(call.arg(2, "dim1")) % rank
+        axis = d1 if x.axis == d0 else d0 if x.axis == d1 else x.axis
+        return Feat(axis, x.segs)
+    dims: Any = call.node.args[1:]
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    if not dims:
+        dims = call.node.kwargs.get("dims") or ()
+    order = [int(d) % rank for d in dims]
+    return Feat(order.index(x.axis), x.segs)
+
+
+def _cat(w: Walker, call: Call) -> Info:
+    tensors = call.arg(0, "tensors")
+    dim = int(call.arg(1, "dim", 0))
+    if not isinstance(tensors, (list, tuple)):
+        return w.unsupported("cat of a non-list")
+    infos = [w.info(t) for t in tensors]
+    shapes = [w.shape(t) for t in tensors]
+    if any(s is None for s in shapes):
+        return w.unsupported("unknown shapes")
+    feats = [f for f in infos if isinstance(f, Feat)]
+    if not feats:
+        return w.fixed_out()
+    rank = len(shapes[0] or ())
+    dim %= rank
+    axis = feats[0].axis
+    if any(f.axis != axis for f in feats):
+        return w.unsupported("its inputs carry units on different axes")
+    if dim == axis:
+        segs: list[Seg] = []
+        for info, shape in zip(infos, shapes):
+            if isinstance(info, Feat):
+                segs.extend(info.segs)
+            else:
+                segs.append(Seg(None, (shape or ())[dim]))
+        return Feat(axis, tuple(segs))
+    # Concatenation along another axis: every input shares the channel layout.
+    for info in infos:
+        if not isinstance(info, Feat) or [(s.size, s.inner) for s in info.segs] != [
+            (s.size, s.inner) for s in feats[0].segs
+        ]:
+            w.freeze([g for f in feats for g in f.gids()], f"inputs of %{call.node.name} differ")
+            return feats[0]
+    for info in feats[1:]:
+        for s, t in zip(feats[0].segs, info.segs):
+            if s.gid is None or t.gid is None:
+                w.freeze([g for g in (s.gid, t.gid) if g is not None], "fixed in cat")
+            else:
+                w.union(s.gid, t.gid)
+    return feats[0]
+
+
+def _getitem(w: Walker, call: Call) -> Info:
+    src = call.node.args[0]
+    idx = call.node.args[1]
+    x = w.info(src)
+    if isinstance(x, tuple):
+        return x[idx] if isinstance(idx, int) else w.generic(call)
+    if x is None or x is FIXED:
+        return x
+    if isinstance(x, Param):
+        w.pin(x.key)
+        return w.fixed_out()
+    if not isinstance(x, Feat):
+        return w.generic(call)
+    # Tensor indexing: allowed when it leaves the channel axis whole.
+    items = idx if isinstance(idx, tuple) else (idx,)
+    axis = x.axis
+    for dim, it in enumerate(items):
+        if it is Ellipsis or it is None or isinstance(it, fx.Node):
+            return w.unsupported("advanced indexing of a permuted tensor")
+        if dim == x.axis:
+            if it != slice(None):
+                return w.unsupported("it slices the permuted channel axis")
+        elif isinstance(it, int):
+            if dim < x.axis:
+                axis -= 1
+        elif not isinstance(it, slice):
+            return w.unsupported("advanced indexing of a permuted tensor")
+    return Feat(axis, x.segs)
+
+
+def _meta(w: Walker, call: Call) -> Info:
+    return None
+
+
+def _getattr(w: Walker, call: Call) -> Info:
+    """``x.shape``, ``x.dtype`` (not tensors); ``x.T``, ``result.values`` (tensors)."""
+    if w.shape(call.node) is None:
+        return None
+    src = w.info(call.node.args[0])
+    if isinstance(src, Feat) or (isinstance(src, tuple) and any(isinstance(s, Feat) for s in src)):
+        return w.unsupported(f"attribute {call.node.args[1]!r} of a permuted tensor")
+    return w.fixed_out()
+
+
+def _softmax(w: Walker, call: Call) -> Info:
+    # softmax over the channel axis is permutation-equivariant; over other axes, per channel.
+    return w.info(_first_tensor(w, call))
+
+
+_ACT_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Mish,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+)
+_ACT_FUNCTIONS: tuple[Callable[..., Any], ...] = (
+    F.relu,
+    F.relu_,
+    torch.relu,
+    torch.relu_,
+    F.relu6,
+    F.gelu,
+    F.silu,
+    torch.tanh,
+    F.tanh,
+    torch.sigmoid,
+    F.sigmoid,
+    F.leaky_relu,
+    F.elu,
+    F.selu,
+    F.celu,
+    F.hardswish,
+    F.hardsigmoid,
+    F.hardtanh,
+    F.mish,
+    F.softplus,
+    F.softsign,
+    torch.exp,
+    torch.log,
+    torch.sqrt,
+    torch.rsqrt,
+    torch.abs,
+    torch.neg,
+    torch.square,
+    torch.clamp,
+    torch.clip,
+    operator.neg,
+    operator.pos,
+    operator.abs,
+    # binary arithmetic
+    operator.add,
+    operator.iadd,
+    operator.sub,
+    operator.isub,
+    operator.mul,
+    operator.imul,
+    operator.truediv,
+    operator.itruediv,
+    operator.pow,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
+    torch.where,
+)
+_ACT_METHODS = (
+    "relu",
+    "relu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "abs",
+    "neg",
+    "square",
+    "clamp",
+    "clamp_",
+    "clip",
+    "pow",
+    "add",
+    "add_",
+    "sub",
+    "sub_",
+    "mul",
+    "mul_",
+    "div",
+    "div_",
+    "maximum",
+    "minimum",
+)
+
+#: The op table. One row per op kind; order does not matter except that the first row
+#: whose module classes match (by ``isinstance``) wins.
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "convolution",
+        "producer",
+        _conv,
+        modules=(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d),
+        functions=(F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d),
+    ),
+    Rule("linear", "producer", _linear, modules=(nn.Linear,), functions=(F.linear,)),
+    Rule(
+        "batch/instance norm",
+        "norm",
+        _channel_norm,
+        modules=(nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm),
+        functions=(F.batch_norm, F.instance_norm),
+    ),
+    Rule("layer norm", "norm", _layer_norm, modules=(nn.LayerNorm,), functions=(F.layer_norm,)),
+    Rule("group norm", "norm", _group_norm, modules=(nn.GroupNorm,), functions=(F.group_norm,)),
+    Rule(
+        "elementwise",
+        "act",
+        _elementwise,
+        modules=_ACT_MODULES,
+        functions=_ACT_FUNCTIONS,
+        methods=_ACT_METHODS,
+    ),
+    Rule(
+        "pooling",
+        "shape",
+        _pool,
+        modules=(
+            nn.MaxPool1d,
+            nn.MaxPool2d,
+            nn.MaxPool3d,
+            nn.AvgPool1d,
+            nn.AvgPool2d,
+            nn.AvgPool3d,
+            nn.AdaptiveAvgPool1d,
+            nn.AdaptiveAvgPool2d,
+            nn.AdaptiveAvgPool3d,
+            nn.AdaptiveMaxPool1d,
+            nn.AdaptiveMaxPool2d,
+            nn.AdaptiveMaxPool3d,
+        ),
+        functions=(
+            F.max_pool1d,
+            F.max_pool2d,
+            F.max_pool3d,
+            F.avg_pool1d,
+            F.avg_pool2d,
+            F.avg_pool3d,
+            F.adaptive_avg_pool1d,
+            F.adaptive_avg_pool2d,
+            F.adaptive_avg_pool3d,
+            F.adaptive_max_pool1d,
+            F.adaptive_max_pool2d,
+            F.adaptive_max_pool3d,
+        ),
+    ),
+    Rule(
+        "dropout / identity / dtype",
+        "shape",
+        _passthrough,
+        modules=(
+            nn.Dropout,
+            nn.Dropout1d,
+            nn.Dropout2d,
+            nn.Dropout3d,
+            nn.AlphaDropout,
+            nn.Identity,
+        ),
+        functions=(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout),
+        methods=("contiguous", "clone", "detach", "float", "double", "half", "to", "type_as"),
+    ),
+    Rule(
+        "softmax",
+        "shape",
+        _softmax,
+        modules=(nn.Softmax, nn.LogSoftmax),
+        functions=(F.softmax, F.log_softmax, torch.softmax, torch.log_softmax),
+        methods=("softmax", "log_softmax"),
+    ),
+    Rule(
+        "reduction",
+        "shape",
+        _reduce,
+        functions=(torch.mean, torch.sum, torch.amax, torch.amin),
+        methods=("mean", "sum", "amax", "amin"),
+    ),
+    Rule(
+        "reshape",
+        "shape",
+        _reshape,
+        modules=(nn.Flatten, nn.Unflatten),
+        functions=(torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.unflatten),
+        methods=("view", "reshape", "flatten", "squeeze", "unsqueeze", "unflatten"),
+    ),
+    Rule(
+        "permute / transpose",
+        "shape",
+        _permute_dims,
+        functions=(torch.permute, torch.transpose, torch.swapaxes),
+        methods=("permute", "transpose", "swapaxes"),
+    ),
+    Rule("cat", "shape", _cat, functions=(torch.cat, torch.concat, torch.concatenate)),
+    Rule("getitem", "shape", _getitem, functions=(operator.getitem,)),
+    Rule("attribute", "meta", _getattr, functions=(getattr,)),
+    Rule("size / dim", "meta", _meta, methods=("size", "dim", "numel")),
+)
+
+_BY_FUNCTION: dict[Any, Rule] = {f: r for r in RULES for f in r.functions}
+_BY_METHOD: dict[str, Rule] = {m: r for r in RULES for m in r.methods}
+
+
+def lookup_rule(node: fx.Node, module: nn.Module | None) -> Rule | None:
+    """Return the row of :data:`RULES` for ``node`` (``None`` if the op is not in the table)."""
+    if node.op == "call_module":
+        for rule in RULES:
+            if rule.modules and isinstance(module, rule.modules):
+                return rule
+        return None
+    if node.op == "call_function":
+        try:
+            return _BY_FUNCTION.get(node.target)
+        except TypeError:  # unhashable target
+            return None
+    if node.op == "call_method":
+        return _BY_METHOD.get(str(node.target))
+    return None
+
+
+def describe_rules() -> Sequence[str]:
+    """One line per row of the table (for documentation)."""
+    return [f"{r.name} ({r.kind})" for r in RULES]

@@ -1,0 +1,162 @@
+"""Permutations of the groups of a :class:`~neuralign.perm.spec.PermutationSpec`.
+
+Convention: ``perm.perms[g]`` is an int64 index tensor; applying it gives new unit ``i`` =
+old unit ``perm[i]`` (``new = old[perm]`` along every member axis; the same as multiplying by
+the one-hot matrix ``M[i, perm[i]] = 1``: ``new = M @ old``).
+
+Composition: ``p.compose(q)`` is "``p`` after ``q``": applying it equals applying ``q``
+first, then ``p``; its index tensor is ``q[p]``. Hence ``p.compose(p.inverse())`` and
+``p.inverse().compose(p)`` are the identity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from neuralign.errors import NeuralignError
+from neuralign.io.atomic import atomic_write_text
+from neuralign.perm.spec import PermutationSpec
+
+__all__ = ["Permutation", "PermutationError"]
+
+_FORMAT = "neuralign.permutation"
+
+
+class PermutationError(NeuralignError, ValueError):
+    """A permutation is malformed or does not fit a spec."""
+
+
+class Permutation:
+    """One permutation per group: ``perms[g]`` is an int64 tensor holding a permutation of
+    ``range(size)``.
+
+    Args:
+        perms: Index tensors (or sequences of ints) by group name.
+
+    Raises:
+        PermutationError: If an entry is not a permutation.
+    """
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, perms: Mapping[str, Any]) -> None:
+        self.perms: dict[str, torch.Tensor] = {}
+        for name, p in perms.items():
+            t = torch.as_tensor(p, dtype=torch.int64).detach().cpu().flatten()
+            if not torch.equal(torch.sort(t).values, torch.arange(t.numel())):
+                raise PermutationError(
+                    f"perms[{name!r}] is not a permutation of 0..{t.numel() - 1}"
+                )
+            self.perms[name] = t
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def identity(cls, spec: PermutationSpec) -> Permutation:
+        """The identity permutation of every group of ``spec``."""
+        return cls({g.name: torch.arange(g.size) for g in spec.groups.values()})
+
+    @classmethod
+    def random(cls, spec: PermutationSpec, seed: int = 0) -> Permutation:
+        """A uniformly random permutation of every group (``torch.Generator`` seeded with
+        ``seed``; groups drawn in spec order, so the result is reproducible)."""
+        gen = torch.Generator().manual_seed(seed)
+        return cls({g.name: torch.randperm(g.size, generator=gen) for g in spec.groups.values()})
+
+    # ------------------------------------------------------------------ algebra
+    def inverse(self) -> Permutation:
+        """The permutation undoing this one."""
+        return Permutation({k: torch.argsort(p) for k, p in self.perms.items()})
+
+    def compose(self, other: Permutation) -> Permutation:
+        """``self`` after ``other``: applying the result = applying ``other``, then ``self``.
+
+        Groups present in only one of the two are taken from that one.
+
+        Raises:
+            PermutationError: If a shared group has different sizes.
+        """
+        out: dict[str, torch.Tensor] = {}
+        for k in list(other.perms) + [k for k in self.perms if k not in other.perms]:
+            p, q = self.perms.get(k), other.perms.get(k)
+            if p is None:
+                assert q is not None
+                out[k] = q
+            elif q is None:
+                out[k] = p
+            else:
+                if p.numel() != q.numel():
+                    raise PermutationError(f"group {k!r}: sizes {p.numel()} and {q.numel()}")
+                out[k] = q[p]
+        return Permutation(out)
+
+    def is_identity(self) -> bool:
+        """Whether every group is mapped to itself."""
+        return all(torch.equal(p, torch.arange(p.numel())) for p in self.perms.values())
+
+    def check(self, spec: PermutationSpec) -> None:
+        """Check that every group of the permutation exists in ``spec`` with the same size.
+
+        Raises:
+            PermutationError: Naming the first mismatch.
+        """
+        for k, p in self.perms.items():
+            if k not in spec.groups:
+                raise PermutationError(f"group {k!r} is not in the spec")
+            if p.numel() != spec.groups[k].size:
+                raise PermutationError(
+                    f"group {k!r}: permutation of {p.numel()} units, spec says "
+                    f"{spec.groups[k].size}"
+                )
+
+    def matrices(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """One-hot matrices ``M[i, perm[i]] = 1`` (so ``M @ old`` applies the permutation)."""
+        out = {}
+        for k, p in self.perms.items():
+            m = torch.zeros(p.numel(), p.numel(), dtype=dtype)
+            m[torch.arange(p.numel()), p] = 1
+            out[k] = m
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Permutation):
+            return NotImplemented
+        return self.perms.keys() == other.perms.keys() and all(
+            torch.equal(p, other.perms[k]) for k, p in self.perms.items()
+        )
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}: {p.numel()}" for k, p in self.perms.items())
+        return f"Permutation({{{sizes}}})"
+
+    # ------------------------------------------------------------------ files
+    def to_json(self) -> str:
+        """Serialise as JSON ``{"format", "perms": {group: [ints]}}``."""
+        return json.dumps(
+            {"format": _FORMAT, "perms": {k: p.tolist() for k, p in self.perms.items()}}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Permutation:
+        """Parse :meth:`to_json` output."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PermutationError(f"permutation file is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise PermutationError("not a neuralign permutation file")
+        return cls(data["perms"])
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write as JSON, atomically."""
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Permutation:
+        """Read a file written by :meth:`save`."""
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_json(fh.read())

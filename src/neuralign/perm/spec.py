@@ -1,0 +1,388 @@
+"""Permutation specs: which axes of which state-dict entries share a permutation group.
+
+A *group* ``g`` of size ``n`` is a set of hidden units that can be reordered together without
+changing the function a network computes. Each *member* of the group is one axis of one
+state-dict entry: unit ``i`` of ``g`` occupies the indices ``start + i * inner + r``
+(``r < inner``) of axis ``axis`` of ``state[key]``. ``inner > 1`` appears for a Linear layer
+after a flatten of ``C x H x W`` features (each channel owns ``H * W`` consecutive columns);
+``start > 0`` for the consumer of a ``torch.cat`` along channels.
+
+A spec is plain data: it is discovered by :func:`neuralign.perm.discover_spec`, can be written
+by hand with :meth:`PermutationSpec.from_axes`, and round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from neuralign.errors import NeuralignError
+from neuralign.io.atomic import atomic_write_text
+
+__all__ = [
+    "AxisMember",
+    "Group",
+    "PermutationSpec",
+    "SpecError",
+    "Tap",
+    "format_spec_table",
+]
+
+_FORMAT = "neuralign.permutation_spec"
+_VERSION = 1
+
+
+class SpecError(NeuralignError, ValueError):
+    """A permutation spec is malformed or does not fit a state dict."""
+
+
+@dataclass(frozen=True)
+class AxisMember:
+    """One axis of one state-dict entry that belongs to a permutation group.
+
+    Attributes:
+        key: State-dict key, e.g. ``"layer1.0.conv1.weight"``.
+        axis: Axis of ``state[key]`` that the group permutes.
+        start: Index on ``axis`` where the group's block begins (``> 0`` after a ``cat``).
+        inner: Consecutive indices per unit (``H * W`` for a Linear after a flatten).
+    """
+
+    key: str
+    axis: int
+    start: int = 0
+    inner: int = 1
+
+    def indices(self, size: int) -> range:
+        """Return the range of indices on ``axis`` covered by a group of ``size`` units."""
+        return range(self.start, self.start + size * self.inner)
+
+    def __str__(self) -> str:
+        extra = ""
+        if self.start:
+            extra += f"+{self.start}"
+        if self.inner != 1:
+            extra += f"x{self.inner}"
+        return f"{self.key}[{self.axis}{extra}]"
+
+
+@dataclass(frozen=True)
+class Tap:
+    """Where the activations of a group's units can be read during a forward pass.
+
+    The tensor is the output of fx node ``node`` of the model traced in mode ``mode``; units
+    ``0..size-1`` of the group are its channels ``[start, start + size)`` along ``dim``.
+
+    Attributes:
+        node: Name of the fx node whose output holds the (post-activation) units.
+        module: Qualified module name if that node is a ``call_module``, else ``None``.
+        start: First channel of the group in that tensor.
+        size: Number of units (the group size).
+        pre_node: Node holding the pre-activation values (the input of the last activation;
+            equal to ``node`` when no activation follows the last layer).
+        pre_module: Qualified module name of ``pre_node`` if it is a ``call_module``.
+        dim: Channel dimension of the tapped tensor (1 for ``(N, C, ...)`` tensors).
+        mode: ``"eval"`` or ``"train"``: the mode in which the model was traced (the graphs
+            differ when ``forward`` branches on ``self.training``, e.g. auxiliary heads).
+    """
+
+    node: str
+    module: str | None
+    start: int
+    size: int
+    pre_node: str | None = None
+    pre_module: str | None = None
+    dim: int = 1
+    mode: str = "eval"
+
+
+@dataclass(frozen=True)
+class Group:
+    """A permutation group: ``size`` units permuted together on every member axis.
+
+    Attributes:
+        name: Human-readable name derived from the producing layer
+            (e.g. ``"layer1.0.conv1"``, or ``"layer2.residual"`` for a residual stream).
+        size: Number of units.
+        members: The state-dict axes the group permutes, in forward order.
+        taps: Where the group's unit activations can be read (may be empty).
+    """
+
+    name: str
+    size: int
+    members: tuple[AxisMember, ...]
+    taps: tuple[Tap, ...] = ()
+
+
+@dataclass
+class PermutationSpec:
+    """The permutation symmetry of a network, as data.
+
+    Attributes:
+        groups: Groups by name, in forward (topological) order.
+        meta: Free-form, JSON-serialisable information about how the spec was made (for
+            discovered specs: the traced modes and the modules treated as leaves, which
+            :mod:`neuralign.perm.taps` needs to re-trace the model).
+    """
+
+    groups: dict[str, Group]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_axes(
+        cls,
+        axes: Mapping[str, Sequence[tuple[Any, ...]]],
+        *,
+        state_dict: Mapping[str, torch.Tensor] | None = None,
+        sizes: Mapping[str, int] | None = None,
+    ) -> PermutationSpec:
+        """Build a spec by hand from ``{group: [(key, axis[, start[, inner]]), ...]}``.
+
+        Group sizes come from ``sizes`` or are inferred from ``state_dict`` as the smallest
+        ``(shape[axis] - start) // inner`` over the group's members (the producing layer's
+        output axis is always exact).
+
+        Example:
+            >>> spec = PermutationSpec.from_axes(
+            ...     {"fc1": [("fc1.weight", 0), ("fc1.bias", 0), ("fc2.weight", 1)]},
+            ...     sizes={"fc1": 8},
+            ... )
+            >>> spec.groups["fc1"].size
+            8
+
+        Args:
+            axes: Members of each group, in forward order.
+            state_dict: Used to infer group sizes not given in ``sizes``.
+            sizes: Explicit group sizes.
+
+        Returns:
+            The spec (taps empty).
+
+        Raises:
+            SpecError: If a tuple is malformed or a size cannot be determined.
+        """
+        groups: dict[str, Group] = {}
+        for name, items in axes.items():
+            members: list[AxisMember] = []
+            for item in items:
+                if not 2 <= len(item) <= 4:
+                    raise SpecError(
+                        f"group {name!r}: member {item!r} must be (key, axis[, start[, inner]])"
+                    )
+                members.append(AxisMember(str(item[0]), *(int(v) for v in item[1:])))
+            if sizes is not None and name in sizes:
+                size = int(sizes[name])
+            elif state_dict is not None:
+                try:
+                    size = min(
+                        (state_dict[m.key].shape[m.axis] - m.start) // m.inner for m in members
+                    )
+                except (KeyError, IndexError, ValueError) as exc:
+                    raise SpecError(f"cannot infer the size of group {name!r}: {exc}") from exc
+            else:
+                raise SpecError(f"group {name!r}: pass sizes= or state_dict= to give its size")
+            groups[name] = Group(name, size, tuple(members))
+        return cls(groups)
+
+    # ------------------------------------------------------------------ queries
+    def __iter__(self) -> Iterator[Group]:
+        return iter(self.groups.values())
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, name: str) -> Group:
+        return self.groups[name]
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Group sizes by name."""
+        return {g.name: g.size for g in self.groups.values()}
+
+    @property
+    def taps(self) -> dict[str, tuple[Tap, ...]]:
+        """Taps by group name."""
+        return {g.name: g.taps for g in self.groups.values()}
+
+    def state_keys(self) -> set[str]:
+        """Return every state-dict key the spec permutes."""
+        return {m.key for g in self.groups.values() for m in g.members}
+
+    def equivalent(self, other: PermutationSpec) -> bool:
+        """Whether two specs permute the same axes the same way (names, sizes, member sets).
+
+        Taps, member order and ``meta`` are ignored: a hand-written spec without taps is
+        equivalent to the discovered one.
+        """
+        if list(self.groups) != list(other.groups):
+            return False
+        for name, g in self.groups.items():
+            h = other.groups[name]
+            if g.size != h.size or set(g.members) != set(h.members):
+                return False
+        return True
+
+    def validate(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Check that the spec fits ``state_dict``.
+
+        Every member key must exist, every member axis must hold the group's block
+        (``shape[axis] >= start + size * inner``), and no two members may claim overlapping
+        indices of the same axis.
+
+        Raises:
+            SpecError: Naming the first group and member that do not fit.
+        """
+        claimed: dict[tuple[str, int], list[tuple[int, int, str]]] = {}
+        for g in self.groups.values():
+            if g.size < 1:
+                raise SpecError(f"group {g.name!r} has size {g.size}; sizes must be >= 1")
+            for m in g.members:
+                if m.key not in state_dict:
+                    raise SpecError(
+                        f"group {g.name!r}: member {m} names key {m.key!r}, which is not in "
+                        "the state dict (was the spec made for another architecture?)"
+                    )
+                shape = tuple(state_dict[m.key].shape)
+                if not -len(shape) <= m.axis < len(shape):
+                    raise SpecError(
+                        f"group {g.name!r}: member {m} has axis {m.axis} but {m.key!r} has "
+                        f"shape {shape}"
+                    )
+                axis = m.axis % len(shape)
+                end = m.start + g.size * m.inner
+                if m.start < 0 or m.inner < 1 or shape[axis] < end:
+                    raise SpecError(
+                        f"group {g.name!r} of size {g.size}: member {m} needs indices "
+                        f"[{m.start}, {end}) on axis {m.axis} but {m.key!r} has shape {shape}"
+                    )
+                for lo, hi, other in claimed.get((m.key, axis), []):
+                    if lo < end and m.start < hi:
+                        raise SpecError(
+                            f"groups {other!r} and {g.name!r} both claim indices of "
+                            f"{m.key!r} axis {axis}"
+                        )
+                claimed.setdefault((m.key, axis), []).append((m.start, end, g.name))
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (groups as an ordered list)."""
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "groups": [
+                {
+                    "name": g.name,
+                    "size": g.size,
+                    "members": [
+                        {"key": m.key, "axis": m.axis, "start": m.start, "inner": m.inner}
+                        for m in g.members
+                    ],
+                    "taps": [
+                        {
+                            "node": t.node,
+                            "module": t.module,
+                            "start": t.start,
+                            "size": t.size,
+                            "pre_node": t.pre_node,
+                            "pre_module": t.pre_module,
+                            "dim": t.dim,
+                            "mode": t.mode,
+                        }
+                        for t in g.taps
+                    ],
+                }
+                for g in self.groups.values()
+            ],
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PermutationSpec:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            SpecError: If ``data`` is not a permutation spec of a known version.
+        """
+        if data.get("format") != _FORMAT:
+            raise SpecError(f"not a permutation spec (format={data.get('format')!r})")
+        if data.get("version") != _VERSION:
+            raise SpecError(f"unsupported permutation spec version {data.get('version')!r}")
+        try:
+            groups: dict[str, Group] = {}
+            for g in data["groups"]:
+                groups[g["name"]] = Group(
+                    name=str(g["name"]),
+                    size=int(g["size"]),
+                    members=tuple(AxisMember(**m) for m in g["members"]),
+                    taps=tuple(Tap(**t) for t in g.get("taps", [])),
+                )
+        except (KeyError, TypeError) as exc:
+            raise SpecError(f"malformed permutation spec: {exc}") from exc
+        return cls(groups, dict(data.get("meta", {})))
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """Serialise to a JSON string."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> PermutationSpec:
+        """Parse a spec written by :meth:`to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"permutation spec is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the spec as JSON, atomically (temporary file + rename)."""
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PermutationSpec:
+        """Read a spec written by :meth:`save`."""
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_json(fh.read())
+
+    def __str__(self) -> str:
+        return format_spec_table(self)
+
+
+def _join(items: Iterable[str], limit: int | None) -> str:
+    items = list(items)
+    if limit is not None and len(items) > limit:
+        return ", ".join(items[:limit]) + f", ... (+{len(items) - limit})"
+    return ", ".join(items)
+
+
+def format_spec_table(spec: PermutationSpec, max_members: int | None = 6) -> str:
+    """Render a spec as a plain-text table: group, size, number of members, members.
+
+    Members print as ``key[axis]``, with ``+start`` and ``xinner`` when not default.
+
+    Args:
+        spec: The spec.
+        max_members: Members listed per group before eliding (``None``: all).
+
+    Returns:
+        The table, one line per group, with a header and a total line.
+    """
+    rows = [
+        (g.name, str(g.size), str(len(g.members)), _join(map(str, g.members), max_members))
+        for g in spec.groups.values()
+    ]
+    header = ("group", "size", "#members", "members")
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows]) for i in range(3)]
+    lines = [
+        f"{header[0]:<{widths[0]}}  {header[1]:>{widths[1]}}  {header[2]:>{widths[2]}}  {header[3]}"
+    ]
+    lines.append("-" * len(lines[0]))
+    for r in rows:
+        lines.append(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}")
+    total = sum(g.size for g in spec.groups.values())
+    lines.append(f"{len(rows)} groups, {total} units")
+    return "\n".join(lines)

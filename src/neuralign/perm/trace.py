@@ -1,0 +1,571 @@
+"""Discover the permutation symmetry of a network by tracing it with ``torch.fx``.
+
+The model is traced symbolically (once per mode: ``forward`` may branch on
+``self.training``, e.g. GoogLeNet's auxiliary heads), shapes are propagated with the example
+input, and every node is interpreted by the op table of :mod:`neuralign.perm._rules`. Each
+tensor carries the layout of its channel axis as segments of permutation groups. Layers with
+weights start groups; elementwise ops between permuted tensors tie groups (union-find), so a
+residual stream becomes one group; a parameter claimed by two groups ties them (a shared
+layer); anything reaching a network output, meeting a fixed tensor, or crossing an op the table
+cannot reason about is frozen (left unpermuted, i.e. dropped from the spec).
+
+Discovery is sound by construction and, by default, checked: a random permutation of every
+group must leave the outputs unchanged in eval and train mode
+(:func:`neuralign.perm.verify.verify_spec`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from neuralign.errors import ConfigError, UnsupportedOpError
+from neuralign.perm._rules import FIXED, Call, Feat, Info, Param, lookup_rule
+from neuralign.perm.spec import AxisMember, Group, PermutationSpec, Tap
+
+__all__ = ["LeafSpec", "Walker", "discover_spec", "trace_model"]
+
+log = logging.getLogger(__name__)
+
+#: Module classes or qualified module names to treat as opaque leaves.
+LeafSpec = Sequence[type[nn.Module] | str]
+
+_VALUE_KINDS = {"producer", "perchannel", "norm", "act", "merge"}
+_CHAIN_KINDS = {"norm", "act"}
+
+
+class _Tracer(fx.Tracer):
+    """fx tracer that also treats the caller's ``leaf_modules`` as leaves."""
+
+    def __init__(self, leaf_types: tuple[type[nn.Module], ...], leaf_names: set[str]) -> None:
+        super().__init__()
+        self._leaf_types = leaf_types
+        self._leaf_names = leaf_names
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self._leaf_names or isinstance(m, self._leaf_types):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def _split_leaves(leaf_modules: LeafSpec) -> tuple[tuple[type[nn.Module], ...], set[str]]:
+    types = tuple(t for t in leaf_modules if isinstance(t, type))
+    names = {t for t in leaf_modules if isinstance(t, str)}
+    return types, names
+
+
+def leaf_names(model: nn.Module, leaf_modules: LeafSpec) -> list[str]:
+    """Qualified names of the modules of ``model`` selected by ``leaf_modules``."""
+    types, names = _split_leaves(leaf_modules)
+    return [
+        name
+        for name, m in model.named_modules()
+        if name and (name in names or (types and isinstance(m, types)))
+    ]
+
+
+def trace_model(model: nn.Module, leaf_modules: LeafSpec = ()) -> fx.Graph:
+    """Trace ``model`` symbolically (in its current mode), honouring ``leaf_modules``.
+
+    Raises:
+        UnsupportedOpError: If ``torch.fx`` cannot trace the model (data-dependent control
+            flow); the message suggests making the offending submodule a leaf.
+    """
+    types, names = _split_leaves(leaf_modules)
+    tracer = _Tracer(types, names)
+    try:
+        return tracer.trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
+        raise UnsupportedOpError(
+            f"torch.fx cannot trace {type(model).__name__}: {exc}. Make the untraceable "
+            "submodule a leaf (leaf_modules=[...]: its parameters are then left unpermuted) "
+            "or write the spec by hand (PermutationSpec.from_axes)."
+        ) from exc
+
+
+def _as_tuple(example_input: Any) -> tuple[Any, ...]:
+    return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+
+
+def _target_name(node: fx.Node) -> str:
+    t = node.target
+    if node.op == "call_method":
+        return f"Tensor.{t}"
+    if node.op == "call_module":
+        return str(t)
+    mod = getattr(t, "__module__", None) or ""
+    name = getattr(t, "__name__", str(t))
+    if mod.startswith("torch.nn.functional"):
+        return f"F.{name}"
+    if mod.startswith("torch") or mod == "" or name in dir(torch):
+        return f"torch.{name}" if hasattr(torch, name) else name
+    return f"{mod}.{name}"
+
+
+def _fmt_arg(a: Any) -> str:
+    if isinstance(a, fx.Node):
+        return f"%{a.name}"
+    if isinstance(a, (list, tuple)):
+        inner = ", ".join(_fmt_arg(x) for x in a)
+        return f"[{inner}]" if isinstance(a, list) else f"({inner})"
+    return repr(a)
+
+
+def describe_node(node: fx.Node) -> str:
+    """Render a node like ``%cat_1 = torch.cat([%a, %b], dim=1)``."""
+    args = [_fmt_arg(a) for a in node.args]
+    args += [f"{k}={_fmt_arg(v)}" for k, v in node.kwargs.items()]
+    text = f"%{node.name} = {_target_name(node)}({', '.join(args)})"
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+@dataclass
+class _Unsupported:
+    node: str
+    reason: str
+    gids: list[int]
+    module: str | None
+
+
+@dataclass
+class _GraphRecord:
+    mode: str
+    graph: fx.Graph
+    infos: dict[fx.Node, Info] = field(default_factory=dict)
+    kinds: dict[fx.Node, str] = field(default_factory=dict)
+
+
+class Walker:
+    """Interprets traced graphs into permutation groups (union-find over group ids).
+
+    Rules in :mod:`neuralign.perm._rules` call its methods; it is not public API.
+    """
+
+    def __init__(self, model: nn.Module, leaf: set[str]) -> None:
+        self.model = model
+        self.leaf = leaf
+        self.modules = dict(model.named_modules())
+        sd = model.state_dict(keep_vars=True)
+        self.state_keys = set(sd)
+        # Tensors registered under several names (aliased modules) must move together.
+        by_id: dict[int, list[str]] = {}
+        for k, v in sd.items():
+            by_id.setdefault(id(v), []).append(k)
+        self.aliases = {k: ks for ks in by_id.values() for k in ks}
+        self.parent: list[int] = []
+        self.gsize: list[int] = []
+        self.gname: list[str] = []
+        self.producers: dict[str, int] = {}
+        # (key, axis) -> list of [start, inner, size, gid]
+        self.claims: dict[tuple[str, int], list[tuple[int, int, int, int]]] = {}
+        self.pins: list[tuple[str, int | None, int, int]] = []
+        self.hard: dict[int, str] = {}
+        self.unsupported_ops: list[_Unsupported] = []
+        self._rec: _GraphRecord | None = None
+        self._node: fx.Node | None = None
+
+    # ------------------------------------------------------------------ union-find
+    def find(self, g: int) -> int:
+        """Root of group ``g``."""
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def union(self, a: int, b: int) -> None:
+        """Tie groups ``a`` and ``b`` (they must share one permutation)."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.gsize[ra] != self.gsize[rb]:
+            self.freeze([ra, rb], "tied groups of different sizes")
+            return
+        lo, hi = min(ra, rb), max(ra, rb)
+        self.parent[hi] = lo
+
+    def freeze(self, gids: Iterable[int], reason: str) -> None:
+        """Leave groups unpermuted (sound whatever happens to them)."""
+        for g in gids:
+            self.hard.setdefault(g, reason)
+
+    # ------------------------------------------------------------------ rule API
+    @property
+    def node(self) -> fx.Node:
+        assert self._node is not None
+        return self._node
+
+    def has_key(self, key: str) -> bool:
+        """Whether ``key`` is a state-dict key of the model."""
+        return key in self.state_keys
+
+    def info(self, value: Any) -> Info:
+        """Info of an argument (``None`` for non-tensors)."""
+        assert self._rec is not None
+        if isinstance(value, fx.Node):
+            return self._rec.infos.get(value)
+        return None
+
+    def shape(self, value: Any) -> tuple[int, ...] | None:
+        """Shape of a tensor-valued node (from shape propagation), else ``None``."""
+        if isinstance(value, fx.Node):
+            tm = value.meta.get("tensor_meta")
+            if isinstance(tm, TensorMetadata):
+                return tuple(int(s) for s in tm.shape)
+        return None
+
+    def set_kind(self, kind: str) -> None:
+        """Override the current node's tap kind."""
+        assert self._rec is not None
+        self._rec.kinds[self.node] = kind
+
+    def fixed_out(self) -> Info:
+        """Info of a tensor unchanged by every permutation."""
+        return FIXED
+
+    def producer(self, key: str | None, size: int, name: str) -> int:
+        """The group started by the layer whose weight is ``key`` (one per weight: a layer
+        called twice produces the same group)."""
+        if key is not None and key in self.producers:
+            return self.producers[key]
+        g = len(self.parent)
+        self.parent.append(g)
+        self.gsize.append(size)
+        self.gname.append(name)
+        if key is not None:
+            self.producers[key] = g
+        else:
+            self.freeze([g], "its weight is not in the state dict")
+        return g
+
+    def member(
+        self, gid: int | None, key: str | None, axis: int, start: int, inner: int, size: int
+    ) -> None:
+        """Record that indices of ``key``'s ``axis`` belong to group ``gid`` (``None``:
+        they must never be permuted)."""
+        if key is None:
+            return
+        for k in self.aliases.get(key, [key]):
+            if gid is None:
+                self.pins.append((k, axis, start, start + size * inner))
+                continue
+            slot = self.claims.setdefault((k, axis), [])
+            end = start + size * inner
+            for s, i, n, g in slot:
+                if (s, i, n) == (start, inner, size):
+                    self.union(g, gid)
+                    break
+                if s < end and start < s + n * i:
+                    self.freeze([g, gid], f"{k} axis {axis} claimed with different layouts")
+            else:
+                slot.append((start, inner, size, gid))
+
+    def pin(self, key: str | None, axis: int | None = None) -> None:
+        """Forbid permuting ``key`` (on ``axis``, or on every axis)."""
+        if key is None:
+            return
+        for k in self.aliases.get(key, [key]):
+            self.pins.append((k, axis, 0, 1 << 62))
+
+    def _gids_in(self, info: Info) -> list[int]:
+        if isinstance(info, Feat):
+            return info.gids()
+        if isinstance(info, (tuple, list)):
+            return [g for x in info for g in self._gids_in(x)]
+        return []
+
+    def unsupported(self, reason: str) -> Info:
+        """Report the current node as unsupported: its input groups are frozen and its output
+        is treated as fixed. Discovery raises unless the caller froze those groups."""
+        node = self.node
+        gids = [g for a in node.all_input_nodes for g in self._gids_in(self.info(a))]
+        stack = node.meta.get("nn_module_stack") or {}
+        module = next(reversed(stack.values()))[0] if stack else None
+        self.unsupported_ops.append(_Unsupported(describe_node(node), reason, gids, module))
+        return FIXED
+
+    def generic(self, call: Call) -> Info:
+        """Fallback for ops without a row: fixed in, fixed out; otherwise unsupported."""
+        node = call.node
+        ins = [self.info(a) for a in node.all_input_nodes]
+        if any(self._gids_in(i) for i in ins):
+            return self.unsupported("the op is not in the table of neuralign.perm._rules")
+        for i in ins:
+            if isinstance(i, Param):
+                self.pin(i.key)
+        if call.module is not None:
+            for k in call.module.state_dict():
+                self.pin(f"{call.prefix}.{k}")
+        if self.shape(node) is None and not any(i is not None for i in ins):
+            return None
+        return FIXED
+
+    # ------------------------------------------------------------------ walking
+    def walk(self, graph: fx.Graph, mode: str) -> _GraphRecord:
+        """Interpret every node of ``graph`` (traced in ``mode``)."""
+        rec = _GraphRecord(mode, graph)
+        self._rec = rec
+        for node in graph.nodes:
+            self._node = node
+            module = self.modules.get(str(node.target)) if node.op == "call_module" else None
+            kind = "other"
+            if node.op == "placeholder":
+                info: Info = FIXED
+            elif node.op == "get_attr":
+                key = str(node.target)
+                info = Param(key if key in self.state_keys else None)
+            elif node.op == "output":
+                for a in node.all_input_nodes:
+                    self.freeze(self._gids_in(rec.infos.get(a)), "it reaches a network output")
+                kind = "output"
+                info = None
+            elif node.op == "call_module" and str(node.target) in self.leaf:
+                for a in node.all_input_nodes:
+                    self.freeze(self._gids_in(rec.infos.get(a)), f"input of leaf {node.target}")
+                assert module is not None
+                for k in module.state_dict():
+                    self.pin(f"{node.target}.{k}")
+                info = FIXED
+            else:
+                rule = lookup_rule(node, module)
+                call = Call(node, module)
+                if rule is None:
+                    info = self.generic(call)
+                else:
+                    kind = rule.kind
+                    rec.kinds[node] = kind
+                    info = rule.handler(self, call)
+                    kind = rec.kinds[node]
+            rec.infos[node] = info
+            rec.kinds[node] = kind
+        self._rec = None
+        self._node = None
+        return rec
+
+    # ------------------------------------------------------------------ results
+    def _resolve_pins(self) -> None:
+        for (key, axis), slot in self.claims.items():
+            for s, i, n, g in slot:
+                for pk, pax, lo, hi in self.pins:
+                    if pk == key and (pax is None or pax == axis) and lo < s + n * i and s < hi:
+                        self.freeze([g], f"{key} axis {axis} must stay fixed")
+
+    def _names(self, roots: list[int]) -> dict[int, str]:
+        """Name groups after their producing layer; a group with several producers (a
+        residual stream, a shared layer) after the prefix most of them share + ".residual"."""
+        prods: dict[int, list[str]] = {r: [] for r in roots}
+        for g in range(len(self.parent)):
+            prods[self.find(g)].append(self.gname[g])
+        names: dict[int, str] = {}
+        used: Counter[str] = Counter()
+        for r in roots:
+            ps = prods[r]
+            if len(ps) == 1:
+                base = ps[0]
+            else:
+                prefix = ""
+                depth = 1
+                while True:
+                    counts = Counter(
+                        ".".join(p.split(".")[:depth]) for p in ps if p.count(".") >= depth - 1
+                    )
+                    best, n = counts.most_common(1)[0] if counts else ("", 0)
+                    if n * 2 <= len(ps) or best.count(".") != depth - 1 or best == prefix:
+                        break
+                    prefix = best
+                    depth += 1
+                base = f"{prefix or ps[0]}.residual"
+            used[base] += 1
+            names[r] = base if used[base] == 1 else f"{base}#{used[base]}"
+        return names
+
+    def build(self, records: list[_GraphRecord], freeze: Sequence[str]) -> PermutationSpec:
+        """Resolve unions and freezes into a :class:`PermutationSpec`."""
+        self._resolve_pins()
+        roots = sorted({self.find(g) for g in range(len(self.parent))})
+        names = self._names(roots)
+        by_name = {v: k for k, v in names.items()}
+        unknown = [n for n in freeze if n not in by_name]
+        if unknown:
+            raise ConfigError(
+                f"freeze names unknown groups {unknown}; groups are: {sorted(by_name)}"
+            )
+        hard = {self.find(g) for g in self.hard}
+        frozen = hard | {by_name[n] for n in freeze}
+        for op in self.unsupported_ops:
+            involved = sorted({self.find(g) for g in op.gids} - frozen)
+            if involved:
+                need = [names[r] for r in involved]
+                leaf = f"leaf_modules=[{op.module!r}]" if op.module else "leaf_modules=[...]"
+                raise UnsupportedOpError(
+                    f"cannot infer the channel permutation through {op.node}: {op.reason}. "
+                    f"Ways out: freeze=[{', '.join(map(repr, need))}] (keep those units "
+                    f"unpermuted), {leaf} (treat the enclosing module as opaque; its "
+                    "parameters stay unpermuted), or a hand-written spec "
+                    "(PermutationSpec.from_axes)."
+                )
+            frozen |= {self.find(g) for g in op.gids}
+        kept = [r for r in roots if r not in frozen]
+        for r in roots:
+            if r in frozen:
+                reason = self.hard.get(r) or next(
+                    (self.hard[g] for g in self.hard if self.find(g) == r), "frozen"
+                )
+                log.debug("group %s frozen: %s", names[r], reason)
+        members: dict[int, list[AxisMember]] = {r: [] for r in kept}
+        for (key, axis), slot in self.claims.items():
+            for s, i, _n, g in slot:
+                r = self.find(g)
+                if r in members:
+                    m = AxisMember(key, axis, s, i)
+                    if m not in members[r]:
+                        members[r].append(m)
+        taps = self._taps(records, set(kept))
+        groups: dict[str, Group] = {}
+        for r in kept:
+            groups[names[r]] = Group(names[r], self.gsize[r], tuple(members[r]), tuple(taps[r]))
+        return PermutationSpec(groups)
+
+    def _taps(self, records: list[_GraphRecord], kept: set[int]) -> dict[int, list[Tap]]:
+        """Place taps: a node carrying a group is a tap when it holds fresh unit values (a
+        layer, norm, activation or merge output), no norm/activation continues from it (so a
+        conv-BN-ReLU chain is tapped after the ReLU), and it does not feed only merges (a
+        residual branch or projection output before its ``add`` is not tapped; the stream
+        is tapped after each block's final activation, and at the stem). Branch outputs
+        entering a ``cat`` are tapped in their own group. Flattened units are not tapped.
+        """
+        taps: dict[int, list[Tap]] = {r: [] for r in kept}
+        for rec in records:
+            for node, info in rec.infos.items():
+                kind = rec.kinds.get(node, "other")
+                if not isinstance(info, Feat) or kind not in _VALUE_KINDS:
+                    continue
+                users = list(node.users)
+                if any(rec.kinds.get(u) in _CHAIN_KINDS for u in users):
+                    continue
+                if users and all(rec.kinds.get(u) == "merge" for u in users):
+                    continue
+                pre = node
+                if kind == "act":
+                    for a in node.all_input_nodes:
+                        if isinstance(rec.infos.get(a), Feat):
+                            pre = a
+                            break
+                for start, seg in info.offsets():
+                    if seg.gid is None or seg.inner != 1:
+                        continue
+                    r = self.find(seg.gid)
+                    if r not in kept:
+                        continue
+                    taps[r].append(
+                        Tap(
+                            node=node.name,
+                            module=str(node.target) if node.op == "call_module" else None,
+                            start=start,
+                            size=seg.size,
+                            pre_node=pre.name,
+                            pre_module=str(pre.target) if pre.op == "call_module" else None,
+                            dim=info.axis,
+                            mode=rec.mode,
+                        )
+                    )
+        return taps
+
+
+def _to_meta(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to("meta")
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to_meta(v) for v in x)
+    return x
+
+
+def _propagate_shapes(
+    model: nn.Module, graph: fx.Graph, inputs: tuple[Any, ...], meta_model: nn.Module | None
+) -> nn.Module | None:
+    """Record every node's output shape (``node.meta["tensor_meta"]``).
+
+    Runs on the ``meta`` device (no arithmetic at all) when every op supports it, else on the
+    real (already copied) model. Returns the meta copy for reuse (``None`` if it failed).
+    """
+    try:
+        if meta_model is None:
+            meta_model = copy.deepcopy(model).to("meta")
+        meta_model.train(model.training)
+        with torch.no_grad():
+            ShapeProp(fx.GraphModule(meta_model, graph)).propagate(*_to_meta(inputs))
+        return meta_model
+    except Exception as exc:  # an op without a meta kernel: fall back to real tensors
+        log.debug("meta shape propagation failed (%s); using real tensors", exc)
+    with torch.no_grad():
+        ShapeProp(fx.GraphModule(model, graph)).propagate(*inputs)
+    return None
+
+
+def discover_spec(
+    model: nn.Module,
+    example_input: Any,
+    *,
+    leaf_modules: LeafSpec = (),
+    freeze: Sequence[str] = (),
+    verify: bool = True,
+    modes: Sequence[str] = ("train", "eval"),
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+) -> PermutationSpec:
+    """Discover which hidden units of ``model`` can be permuted without changing its function.
+
+    The model is traced with ``torch.fx`` in each of ``modes`` (train mode first, so that
+    branches taken only in training, such as auxiliary classifier heads, are covered and
+    ordered where they occur); shapes come from running ``example_input`` through a deep copy
+    (the model itself is never run, mutated, or left in another mode). See
+    :mod:`neuralign.perm._rules` for the op table.
+
+    Args:
+        model: Any ``torch.fx``-traceable module.
+        example_input: A tensor (or tuple of tensors) the model accepts; use a batch of at
+            least 2 so that train-mode BatchNorm works.
+        leaf_modules: Module classes or qualified names to treat as opaque: their parameters
+            are left unpermuted and the groups entering them are frozen.
+        freeze: Names of groups to leave unpermuted; required to acknowledge the groups that
+            meet an unsupported op (the error message lists them).
+        verify: Check the result with :func:`neuralign.perm.verify.verify_spec`.
+        modes: The modes to trace (and verify) in: ``"train"`` and/or ``"eval"``.
+        atol: Absolute tolerance of the verification (float64).
+        rtol: Relative tolerance of the verification.
+
+    Returns:
+        The spec: groups in forward order, each with its members and taps.
+
+    Raises:
+        UnsupportedOpError: An op the table cannot reason about meets a permuted tensor.
+        SpecVerificationError: The verification failed (a bug: please report it).
+        ConfigError: ``freeze`` names a group that does not exist, or a mode is unknown.
+    """
+    if not modes or any(m not in ("train", "eval") for m in modes):
+        raise ConfigError(f"modes must be a non-empty subset of ('train', 'eval'), got {modes}")
+    inputs = _as_tuple(example_input)
+    work = copy.deepcopy(model)
+    leaves = leaf_names(work, leaf_modules)
+    walker = Walker(work, set(leaves))
+    meta_work: nn.Module | None = None
+    records = []
+    for mode in modes:
+        work.train(mode == "train")
+        graph = trace_model(work, leaf_modules)
+        meta_work = _propagate_shapes(work, graph, inputs, meta_work)
+        records.append(walker.walk(graph, mode))
+    spec = walker.build(records, freeze)
+    spec.meta = {"modes": list(modes), "leaf_modules": leaves}
+    if verify:
+        from neuralign.perm.verify import verify_spec
+
+        verify_spec(model, spec, example_input, modes=modes, atol=atol, rtol=rtol)
+    return spec
