@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 BENCHMARKS = {
     "data": ("bench_data", []),
     "train": ("bench_train", ["--models", "mlp", "tinyten", "resnet20", "resnet32", "vgg11"]),
+    "align": ("bench_align", []),
+    "curve": ("bench_curve", []),
 }
 
 

@@ -174,3 +174,22 @@ def test_loader_on_cuda_matches_cpu() -> None:
         assert xg.is_cuda and yg.is_cuda
         assert yc.equal(yg.cpu())
         torch.testing.assert_close(xc, xg.cpu(), atol=1e-4, rtol=0)
+
+
+def test_fused_affine_augment_equals_sequential_composition() -> None:
+    from neuralign.data.loader import affine_augment, random_crop, random_flip, rotate
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 12, 12, generator=gen)
+    offsets = torch.randint(0, 5, (16, 2), generator=gen)
+    flips = torch.rand(16, generator=gen) < 0.5
+    zero = torch.zeros(16, dtype=torch.float64)
+    # no rotation: exactly the integer crop and the flip
+    fused = affine_augment(x, 2, offsets, flips, zero)
+    torch.testing.assert_close(fused, random_flip(random_crop(x, 2, offsets), flips), atol=1e-5, rtol=0)
+    # with rotation: the same as rotating the cropped, flipped image, away from the borders
+    angles = torch.full((16,), 9.0, dtype=torch.float64)
+    seq = rotate(random_flip(random_crop(x, 2, offsets), flips), angles)
+    fused = affine_augment(x, 2, offsets, flips, angles)
+    inner = (slice(None), slice(None), slice(4, 8), slice(4, 8))
+    torch.testing.assert_close(fused[inner], seq[inner], atol=1e-4, rtol=0)

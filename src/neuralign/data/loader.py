@@ -151,21 +151,66 @@ class Augment:
         if x.dim() != 4:
             raise DataError(f"Augment expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
         n = x.shape[0]
-        if self.crop_padding:
-            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=generator)
-            x = random_crop(x, self.crop_padding, offsets)
-        if self.flip:
-            x = random_flip(x, torch.rand(n, generator=generator) < 0.5)
-        if self.rotation:
-            angles = (
-                torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1
-            ) * self.rotation
-            if x.is_floating_point():
-                x = rotate(x, angles)
-            else:
-                y = rotate(x.float(), angles)
-                x = y.round_().clamp_(0, 255).to(x.dtype)
-        return x
+        offsets = (
+            torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=generator)
+            if self.crop_padding
+            else None
+        )
+        flips = torch.rand(n, generator=generator) < 0.5 if self.flip else None
+        if not self.rotation:
+            if offsets is not None:
+                x = random_crop(x, self.crop_padding, offsets)
+            if flips is not None:
+                x = random_flip(x, flips)
+            return x
+        angles = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * self.rotation
+        if x.is_floating_point():
+            return affine_augment(x, self.crop_padding, offsets, flips, angles)
+        y = affine_augment(x.float(), self.crop_padding, offsets, flips, angles)
+        return y.round_().clamp_(0, 255).to(x.dtype)
+
+
+def affine_augment(
+    x: torch.Tensor,
+    padding: int,
+    offsets: torch.Tensor | None,
+    flips: torch.Tensor | None,
+    degrees: torch.Tensor,
+) -> torch.Tensor:
+    """Crop (zero padding), flip, then rotate every sample, as ONE bilinear resampling.
+
+    Equivalent to ``rotate(random_flip(random_crop(x)))`` up to bilinear interpolation at
+    the borders, at the cost of a single ``grid_sample``: output pixel ``p`` samples the
+    input at ``F·R·p + s`` (normalised coordinates), with ``R`` the rotation, ``F`` the
+    optional mirror of the horizontal axis and ``s`` the crop shift.
+
+    Args:
+        x: Float batch ``(N, C, H, W)``.
+        padding: Crop padding used to draw ``offsets``.
+        offsets: ``(N, 2)`` integer ``(dy, dx)`` in ``[0, 2 * padding]`` or None (no crop).
+        flips: ``(N,)`` bool or None (no flip).
+        degrees: ``(N,)`` rotation angles in degrees.
+    """
+    n, c, h, w = x.shape
+    rad = torch.deg2rad(degrees.to(dtype=torch.float64))
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    # rotation in pixel units (no shear for non-square images), as in :func:`rotate`
+    r00, r01 = cos, -sin * (h / w)
+    r10, r11 = sin * (w / h), cos
+    if flips is not None:
+        sign = 1.0 - 2.0 * flips.to(torch.float64)
+        r00, r01 = r00 * sign, r01 * sign
+    tx = torch.zeros(n, dtype=torch.float64)
+    ty = torch.zeros(n, dtype=torch.float64)
+    if offsets is not None:
+        off = offsets.to(torch.float64)
+        tx = 2.0 * (off[:, 1] - padding) / w
+        ty = 2.0 * (off[:, 0] - padding) / h
+    theta = torch.stack(
+        [torch.stack([r00, r01, tx], 1), torch.stack([r10, r11, ty], 1)], 1
+    ).to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class TensorLoader:

@@ -1,0 +1,143 @@
+"""Streaming Pearson cross-correlation between the units of two networks (METHOD.md §2.4).
+
+For units ``x ∈ R^n`` of model A and ``y ∈ R^n`` of model B observed on the same inputs
+(every spatial position of every image is one sample) we accumulate, in float64, the count
+and the first and second moments of the *shifted* values ``x − c_x``, ``y − c_y``:
+
+    S_x = Σ (x − c_x),  S_xx = Σ (x − c_x)²,  S_xy = Σ (x − c_x)(y − c_y)ᵀ, ...
+
+where the shift ``c`` is each unit's mean over the first batch. Shifting by a value close to
+the mean makes the final centring ``cov = S_xy/m − (S_x/m)(S_y/m)ᵀ`` free of cancellation
+(the classical shifted-data algorithm), so one pass gives the exact centred statistic;
+memory is O(n²) whatever the number of images. Each batch is summed with one GEMM over the
+batch's ``m`` samples (in ``batch_dtype``; float32 by default, whose relative error on the
+correlations is ~1e-6) and added to the float64 running sums.
+
+The correlation is ``C[i, j] = cov(x_i, y_j) / ((σ_i + eps)(σ_j + eps))`` with ``eps = 1e-5``
+so that dead (constant) units give 0, never NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-5
+
+
+def units_as_rows(t: torch.Tensor) -> torch.Tensor:
+    """Reshape activations ``(N, n, *spatial)`` to samples × units ``(N·∏spatial, n)``."""
+    if t.ndim == 2:
+        return t
+    n = t.shape[1]
+    return t.movedim(1, -1).reshape(-1, n)
+
+
+def _units_by_samples(t: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(t − shift)`` laid out as a contiguous ``(n, samples)`` matrix, in one pass."""
+    n = t.shape[1]
+    src = t.reshape(t.shape[0], n, -1).transpose(0, 1)  # (n, N, S) view
+    out = torch.empty(src.shape, dtype=dtype, device=t.device)
+    torch.sub(src.to(dtype) if t.dtype != dtype else src, shift.to(dtype)[:, None, None], out=out)
+    return out.view(n, -1)
+
+
+class CrossCorrelation:
+    """Streaming cross-correlation of two sets of ``n`` units.
+
+    Args:
+        n: number of units of each model.
+        device: where the accumulators live (the models' device).
+        batch_dtype: dtype of the per-batch GEMM and sums (float32: fast; float64: exact
+            to round-off). The running sums are always float64.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        device: torch.device | str = "cpu",
+        batch_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.n = n
+        self.batch_dtype = batch_dtype
+        f64 = {"dtype": torch.float64, "device": device}
+        self.count = 0
+        self.shift_x: torch.Tensor | None = None
+        self.shift_y: torch.Tensor | None = None
+        self.s_x = torch.zeros(n, **f64)
+        self.s_y = torch.zeros(n, **f64)
+        self.s_xx = torch.zeros(n, **f64)
+        self.s_yy = torch.zeros(n, **f64)
+        self.s_xy = torch.zeros(n, n, **f64)
+
+    @torch.no_grad()
+    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Add a batch: activations of A and B with units on dim 1 (any trailing dims)."""
+        if a.shape != b.shape or a.ndim < 2 or a.shape[1] != self.n:
+            raise ValueError(f"activation shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+        if a.numel() == 0:
+            return
+        if self.shift_x is None or self.shift_y is None:
+            dims = [0, *range(2, a.ndim)]
+            self.shift_x = a.detach().mean(dims).double()
+            self.shift_y = b.detach().mean(dims).double()
+        x = _units_by_samples(a.detach(), self.shift_x, self.batch_dtype)
+        y = _units_by_samples(b.detach(), self.shift_y, self.batch_dtype)
+        self.count += x.shape[1]
+        self.s_x += x.sum(1).double()
+        self.s_y += y.sum(1).double()
+        self.s_xx += torch.linalg.vector_norm(x, dim=1).double().square()
+        self.s_yy += torch.linalg.vector_norm(y, dim=1).double().square()
+        self.s_xy += (x @ y.T).double()
+
+    def _shifted_to(self, shift_x: torch.Tensor, shift_y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """This accumulator's sums re-expressed around other shifts."""
+        assert self.shift_x is not None and self.shift_y is not None
+        dx = self.shift_x - shift_x
+        dy = self.shift_y - shift_y
+        m = self.count
+        s_x = self.s_x + m * dx
+        s_y = self.s_y + m * dy
+        s_xx = self.s_xx + 2 * dx * self.s_x + m * dx * dx
+        s_yy = self.s_yy + 2 * dy * self.s_y + m * dy * dy
+        s_xy = (
+            self.s_xy
+            + torch.outer(dx, self.s_y)
+            + torch.outer(self.s_x, dy)
+            + m * torch.outer(dx, dy)
+        )
+        return s_x, s_y, s_xx, s_yy, s_xy
+
+    def merge_(self, other: CrossCorrelation) -> CrossCorrelation:
+        """Fold another accumulator's samples into this one (e.g. from another rank)."""
+        if other.count == 0:
+            return self
+        if self.count == 0 or self.shift_x is None or self.shift_y is None:
+            self.shift_x, self.shift_y = other.shift_x, other.shift_y
+            self.count = other.count
+            self.s_x, self.s_y = other.s_x.clone(), other.s_y.clone()
+            self.s_xx, self.s_yy, self.s_xy = (
+                other.s_xx.clone(),
+                other.s_yy.clone(),
+                other.s_xy.clone(),
+            )
+            return self
+        s_x, s_y, s_xx, s_yy, s_xy = other._shifted_to(self.shift_x, self.shift_y)
+        self.s_x += s_x
+        self.s_y += s_y
+        self.s_xx += s_xx
+        self.s_yy += s_yy
+        self.s_xy += s_xy
+        self.count += other.count
+        return self
+
+    def correlation(self) -> torch.Tensor:
+        """Pearson correlation matrix ``(n, n)`` (rows: A's units, columns: B's), float64."""
+        if self.count == 0:
+            raise ValueError("no samples accumulated")
+        m = self.count
+        mx = self.s_x / m
+        my = self.s_y / m
+        cov = self.s_xy / m - torch.outer(mx, my)
+        sx = (self.s_xx / m - mx * mx).clamp_min(0).sqrt()
+        sy = (self.s_yy / m - my * my).clamp_min(0).sqrt()
+        return cov / torch.outer(sx + EPS, sy + EPS)

@@ -1,0 +1,33 @@
+"""Whole experiments from one config: endpoints → alignment → curves → paths → report."""
+
+from neuralign.experiment.config import (
+    AlignConfig,
+    CurveConfig,
+    DataConfig,
+    EndpointConfig,
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    RobustConfig,
+    load_config,
+    parse_config,
+)
+from neuralign.experiment.pipeline import STAGES, Experiment, run_experiment
+from neuralign.experiment.report import write_report
+
+__all__ = [
+    "STAGES",
+    "AlignConfig",
+    "CurveConfig",
+    "DataConfig",
+    "EndpointConfig",
+    "EvalConfig",
+    "Experiment",
+    "ExperimentConfig",
+    "ModelConfig",
+    "RobustConfig",
+    "load_config",
+    "parse_config",
+    "run_experiment",
+    "write_report",
+]

@@ -1,0 +1,421 @@
+"""Experiment configuration: one TOML (or YAML) file describes a whole experiment.
+
+Every field has a default and a comment; :func:`load_config` validates names, types and
+ranges and names the offending field in its error (``curves.bends: must be >= 2, got 1``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neuralign.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class DataConfig:
+    """Which data, and how much of it."""
+
+    dataset: str = "fashion-mnist"  # registry name (see `neuralign datasets`)
+    data_dir: str = ""  # folder with the dataset files ("" = the dataset's standard place)
+    download: bool = False  # download (checksum-verified) when missing
+    train_subset: int = 0  # class-balanced training subset size; 0 = the full training set
+    test_subset: int = 0  # class-balanced test subset size; 0 = the full test set
+    augment: bool = True  # crop/flip/rotation augmentation for endpoint and curve training
+    batch_size: int = 128  # minibatch size of endpoint and curve training
+
+
+@dataclass
+class ModelConfig:
+    """The architecture of both endpoints."""
+
+    arch: str = "tinyten"  # registry name (see `neuralign models`)
+    width: float = 0.0  # width multiplier for models that have one; 0 = the model's default
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model arguments
+
+
+@dataclass
+class EndpointConfig:
+    """Endpoint training (METHOD.md §3): SGD with momentum, lr × gamma every lr_step epochs."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # consecutive seeds form pairs
+    epochs: int = 250  # training epochs per endpoint
+    lr: float = 0.1  # initial learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 weight decay
+    schedule: str = "step"  # step | cosine | constant | robust
+    lr_step: int = 20  # epochs between step decays
+    lr_gamma: float = 0.5  # step decay factor
+
+
+@dataclass
+class AlignConfig:
+    """Alignment data (METHOD.md §2.1)."""
+
+    subset_fraction: float = 0.2  # class-balanced fraction of the training set (paper: 20%)
+    subset_size: int = 0  # if > 0: this many images instead of subset_fraction
+    pre_activation: bool = False  # correlate pre-activations (ablation) instead of post
+    batch_size: int = 500  # batch size of the statistics pass
+
+
+@dataclass
+class CurveConfig:
+    """Which paths to build and how to train curves (METHOD.md §3)."""
+
+    kinds: list[str] = field(default_factory=lambda: ["line", "bezier"])  # line|bezier|polychain
+    variants: list[str] = field(
+        default_factory=lambda: ["unaligned", "correlation"]
+    )  # unaligned | correlation | weight | pam-unaligned | pam-aligned (see [pam])
+    bends: int = 3  # control points incl. endpoints (3 = quadratic Bezier, the paper's)
+    epochs: int = 250  # curve training epochs
+    lr: float = 1e-2  # initial learning rate (paper: 1e-2)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 penalty on the point of the curve φ(t)
+    schedule: str = "step"  # step | cosine | constant
+    lr_step: int = 20  # epochs between step decays
+    lr_gamma: float = 0.5  # step decay factor
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation along paths (METHOD.md §5)."""
+
+    points: int = 65  # equally spaced t in [0, 1]
+    bn_mode: str = "train-subset"  # train-subset | train-full-augmented | none
+    bn_subset: int = 5000  # images of the class-balanced BN subset (train-subset mode)
+    train_metrics: bool = False  # also measure training loss/accuracy at every t
+    plane: bool = True  # evaluate the plane through θ₁, P∘θ₂ and the Bezier midpoint
+    plane_grid: int = 11  # grid points per side of the plane figure
+    plane_test_subset: int = 2000  # class-balanced test images per plane grid point (0 = all)
+    batch_size: int = 1000  # evaluation batch size
+
+
+@dataclass
+class RobustConfig:
+    """Adversarial robustness along paths (METHOD.md §6; Tatro et al. 2020, §5)."""
+
+    enabled: bool = False  # robust endpoints, robust curves and clean+robust path evaluation
+    eps: float = 8 / 255  # L∞ PGD radius in [0, 1] pixel units (CIFAR 8/255, TinyImageNet 4/255)
+    alpha: float = 2 / 255  # PGD step size
+    steps: int = 5  # PGD steps (training and evaluation)
+    bn_source: str = "clean"  # clean | adversarial: inputs of the per-t BN recomputation
+    align_on: str = "clean"  # clean | adversarial: alignment data (PGD crafted against A)
+    test_subset: int = 0  # class-balanced test images for the robust series (0 = eval's)
+
+
+@dataclass
+class PamConfig:
+    """PAM, the variants pam-unaligned / pam-aligned (METHOD.md §4; curve steps use [curves])."""
+
+    outer_iterations: int = 1  # outer P-step + curve-step iterations (paper: 1)
+    p_epochs: int = 20  # epochs of each P-step (paper: 20)
+    p_lr: float = 0.0  # P-step step size; 0 = half of curves.lr (the paper's choice)
+    nu: float = 1e3  # proximal parameter ν: pull η/ν toward the step's starting permutation
+    projection: str = "exact"  # exact | dykstra | sinkhorn: projection onto doubly stochastic
+    round_samples: int = 8  # Birkhoff–von Neumann samples scored as rounding candidates
+    score_subset: int = 2000  # class-balanced, non-augmented training images for the objective
+    objective_ts: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fixed t's
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: endpoints → alignment → curves → paths → report."""
+
+    name: str = "experiment"  # shown in the report
+    device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
+    seed: int = 0  # seed of subsets, curve t-sampling and weight matching
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    endpoints: EndpointConfig = field(default_factory=EndpointConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    curves: CurveConfig = field(default_factory=CurveConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    pam: PamConfig = field(default_factory=PamConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """Endpoint pairs: consecutive seeds ``(s0, s1), (s2, s3), ...``."""
+        s = self.endpoints.seeds
+        return [(s[i], s[i + 1]) for i in range(0, len(s) - 1, 2)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON/TOML serialisable)."""
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """TOML text that :func:`parse_config` reads back to an equal config."""
+        return dump_toml(self.to_dict())
+
+    def fingerprint(self) -> str:
+        """Canonical JSON of the fields that change results (used to guard run folders)."""
+        d = self.to_dict()
+        d.pop("name", None)
+        d.pop("device", None)
+        return json.dumps(d, sort_keys=True)
+
+
+KINDS = ("line", "bezier", "polychain")
+VARIANTS = ("unaligned", "correlation", "weight", "pam-unaligned", "pam-aligned")
+PAM_VARIANTS = ("pam-unaligned", "pam-aligned")
+BN_MODES = ("train-subset", "train-full-augmented", "none")
+SCHEDULES = ("step", "cosine", "constant", "robust")
+
+
+def _check_type(path: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check_type(path, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: expected {tp}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_check_type(f"{path}[{i}]", v, inner) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    return value
+
+
+def _build(cls: Any, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a table, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(f"{path}: unknown field; known fields: {', '.join(names)}")
+        kwargs[key] = _check_type(path, value, hints[key])
+    return cls(**kwargs)
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Check ranges and choices; raise :class:`ConfigError` naming the first bad field."""
+    from neuralign.data import list_datasets
+    from neuralign.models import list_models
+
+    names = [d.name for d in list_datasets()]
+    base = cfg.data.dataset.split(":")[0]
+    _require(
+        base in names,
+        f"data.dataset: unknown dataset {cfg.data.dataset!r}; choose one of {', '.join(names)}",
+    )
+    _require(
+        cfg.data.train_subset >= 0, f"data.train_subset: must be >= 0, got {cfg.data.train_subset}"
+    )
+    _require(
+        cfg.data.test_subset >= 0, f"data.test_subset: must be >= 0, got {cfg.data.test_subset}"
+    )
+    _require(cfg.data.batch_size >= 1, f"data.batch_size: must be >= 1, got {cfg.data.batch_size}")
+    _require(
+        cfg.model.arch in list_models(),
+        f"model.arch: unknown architecture "
+        f"{cfg.model.arch!r}; choose one of {', '.join(list_models())}",
+    )
+    _require(cfg.model.width >= 0, f"model.width: must be >= 0, got {cfg.model.width}")
+    e = cfg.endpoints
+    _require(len(e.seeds) >= 2, f"endpoints.seeds: need at least 2 seeds (one pair), got {e.seeds}")
+    _require(
+        len(set(e.seeds)) == len(e.seeds), f"endpoints.seeds: seeds must differ, got {e.seeds}"
+    )
+    _require(e.epochs >= 1, f"endpoints.epochs: must be >= 1, got {e.epochs}")
+    _require(e.lr > 0, f"endpoints.lr: must be > 0, got {e.lr}")
+    _require(0 <= e.momentum < 1, f"endpoints.momentum: must be in [0, 1), got {e.momentum}")
+    _require(e.weight_decay >= 0, f"endpoints.weight_decay: must be >= 0, got {e.weight_decay}")
+    _require(
+        e.schedule in SCHEDULES,
+        f"endpoints.schedule: must be one of {', '.join(SCHEDULES)}, got {e.schedule!r}",
+    )
+    _require(e.lr_step >= 1, f"endpoints.lr_step: must be >= 1, got {e.lr_step}")
+    a = cfg.align
+    _require(
+        0 < a.subset_fraction <= 1,
+        f"align.subset_fraction: must be in (0, 1], got {a.subset_fraction}",
+    )
+    _require(a.subset_size >= 0, f"align.subset_size: must be >= 0, got {a.subset_size}")
+    _require(a.batch_size >= 1, f"align.batch_size: must be >= 1, got {a.batch_size}")
+    c = cfg.curves
+    _require(len(c.kinds) > 0, "curves.kinds: list at least one of line, bezier, polychain")
+    for k in c.kinds:
+        _require(k in KINDS, f"curves.kinds: unknown kind {k!r}; choose from {', '.join(KINDS)}")
+    _require(len(c.variants) > 0, "curves.variants: list at least one variant")
+    for v in c.variants:
+        _require(
+            v in VARIANTS,
+            f"curves.variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}",
+        )
+    _require(
+        c.bends >= 3,
+        f"curves.bends: must be >= 3 (a trainable curve has a control point), got {c.bends}",
+    )
+    _require(c.epochs >= 0, f"curves.epochs: must be >= 0, got {c.epochs}")
+    _require(c.lr > 0, f"curves.lr: must be > 0, got {c.lr}")
+    _require(0 <= c.momentum < 1, f"curves.momentum: must be in [0, 1), got {c.momentum}")
+    _require(
+        c.schedule in SCHEDULES[:3],
+        f"curves.schedule: must be one of step, cosine, constant, got {c.schedule!r}",
+    )
+    _require(c.lr_step >= 1, f"curves.lr_step: must be >= 1, got {c.lr_step}")
+    pam_variants = [x for x in c.variants if x in PAM_VARIANTS]
+    _require(
+        not pam_variants or "bezier" in c.kinds,
+        f"curves.kinds: the variants {', '.join(pam_variants)} train a Bezier curve; "
+        "add 'bezier' to curves.kinds",
+    )
+    p = cfg.pam
+    _require(
+        p.outer_iterations >= 1, f"pam.outer_iterations: must be >= 1, got {p.outer_iterations}"
+    )
+    _require(p.p_epochs >= 0, f"pam.p_epochs: must be >= 0, got {p.p_epochs}")
+    _require(p.p_lr >= 0, f"pam.p_lr: must be >= 0 (0 = half of curves.lr), got {p.p_lr}")
+    _require(p.nu > 0, f"pam.nu: must be > 0, got {p.nu}")
+    _require(
+        p.projection in ("exact", "dykstra", "sinkhorn"),
+        f"pam.projection: must be one of exact, dykstra, sinkhorn, got {p.projection!r}",
+    )
+    _require(p.round_samples >= 0, f"pam.round_samples: must be >= 0, got {p.round_samples}")
+    _require(p.score_subset >= 1, f"pam.score_subset: must be >= 1, got {p.score_subset}")
+    _require(
+        len(p.objective_ts) > 0 and all(0 < t < 1 for t in p.objective_ts),
+        f"pam.objective_ts: need points in (0, 1), got {p.objective_ts}",
+    )
+    v = cfg.eval
+    _require(v.points >= 2, f"eval.points: must be >= 2, got {v.points}")
+    _require(
+        v.bn_mode in BN_MODES,
+        f"eval.bn_mode: must be one of {', '.join(BN_MODES)}, got {v.bn_mode!r}",
+    )
+    _require(v.bn_subset >= 1, f"eval.bn_subset: must be >= 1, got {v.bn_subset}")
+    _require(v.plane_grid >= 3, f"eval.plane_grid: must be >= 3, got {v.plane_grid}")
+    _require(
+        v.plane_test_subset >= 0, f"eval.plane_test_subset: must be >= 0, got {v.plane_test_subset}"
+    )
+    _require(v.batch_size >= 1, f"eval.batch_size: must be >= 1, got {v.batch_size}")
+    r = cfg.robust
+    _require(0 <= r.eps < 1, f"robust.eps: must be in [0, 1) (pixel units), got {r.eps}")
+    _require(r.alpha >= 0, f"robust.alpha: must be >= 0, got {r.alpha}")
+    _require(r.steps >= 0, f"robust.steps: must be >= 0, got {r.steps}")
+    _require(
+        r.bn_source in ("clean", "adversarial"),
+        f"robust.bn_source: must be clean or adversarial, got {r.bn_source!r}",
+    )
+    _require(
+        r.align_on in ("clean", "adversarial"),
+        f"robust.align_on: must be clean or adversarial, got {r.align_on!r}",
+    )
+    _require(r.test_subset >= 0, f"robust.test_subset: must be >= 0, got {r.test_subset}")
+    _require(
+        cfg.device == "auto" or cfg.device.split(":")[0] in ("cpu", "cuda", "mps"),
+        f"device: must be cpu, cuda, cuda:N, mps or auto, got {cfg.device!r}",
+    )
+    return cfg
+
+
+def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
+    """Build and validate a config from a parsed TOML/YAML document."""
+    cfg = _build(ExperimentConfig, raw, "")
+    return validate(cfg)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a ``.toml`` (or ``.yaml``/``.yml`` with PyYAML installed) experiment config."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    if p.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise ConfigError(
+                f"{p}: YAML configs need PyYAML (pip install pyyaml); or use TOML"
+            ) from exc
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
+    else:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+    try:
+        return parse_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def dump_toml(d: dict[str, Any]) -> str:
+    """Write a two-level dict (scalars + tables of scalars) as TOML."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for k, v in d.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+def demo_config() -> ExperimentConfig:
+    """The embedded demo experiment (``neuralign run`` with no argument)."""
+    from importlib import resources
+
+    text = resources.files("neuralign").joinpath("configs/demo.toml").read_text(encoding="utf-8")
+    return parse_config(tomllib.loads(text))

@@ -1,0 +1,319 @@
+"""The report of a run: the paper's table (METHOD.md §8 layout), figures, JSON and CSV.
+
+``write_report(run_dir)`` reads only files in the run folder, so ``neuralign report RUN``
+regenerates everything from an existing run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from neuralign.errors import ConfigError
+from neuralign.io.atomic import atomic_write_text
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mu = sum(values) / n
+    sd = math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mu, sd
+
+
+def _fmt(mu: float, sd: float, n: int, digits: int = 2) -> str:
+    return f"{mu:.{digits}f} ± {sd:.{digits}f}" if n > 1 else f"{mu:.{digits}f}"
+
+
+def collect(run_dir: Path) -> dict[str, Any]:
+    """Gather endpoint metrics, path results (grouped over pairs) and alignment tables."""
+    from neuralign.experiment.config import load_config
+    from neuralign.paths import PathResult
+
+    cfg = load_config(run_dir / "config.toml")
+    endpoints = {}
+    for seed in cfg.endpoints.seeds:
+        done = run_dir / "endpoints" / f"seed{seed}" / "done.json"
+        if done.exists():
+            endpoints[seed] = json.loads(done.read_text())
+    paths: dict[tuple[str, str], list[PathResult]] = defaultdict(list)
+    for i, _ in enumerate(cfg.pairs):
+        for kind in cfg.curves.kinds:
+            for variant in cfg.curves.variants:
+                f = run_dir / "paths" / f"pair{i}" / f"{variant}-{kind}.json"
+                if f.exists():
+                    paths[(kind, variant)].append(PathResult.load(f))
+    aligns: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for i, _ in enumerate(cfg.pairs):
+        for method in ("correlation", "weight"):
+            f = run_dir / "align" / f"pair{i}" / f"{method}.json"
+            if f.exists():
+                aligns[method].append(json.loads(f.read_text()))
+    return {"config": cfg, "endpoints": endpoints, "paths": paths, "aligns": aligns}
+
+
+def table_rows(
+    paths: dict[tuple[str, str], list[Any]], endpoints: dict[int, Any]
+) -> list[dict[str, Any]]:
+    """One row per (path kind, variant): Avg/Min accuracy, Max loss and barriers, mean ± std."""
+    from neuralign.experiment.pipeline import kind_label, variant_label
+
+    rows: list[dict[str, Any]] = []
+    if endpoints:
+        accs = [e["test_acc"] for e in endpoints.values()]
+        losses = [e["test_loss"] for e in endpoints.values()]
+        mu, sd = _ms(accs)
+        lmu, lsd = _ms(losses)
+        rows.append(
+            {
+                "path": "Endpoints",
+                "n": len(accs),
+                "avg_acc": mu,
+                "avg_acc_std": sd,
+                "min_acc": None,
+                "min_acc_std": None,
+                "max_loss": lmu,
+                "max_loss_std": lsd,
+                "loss_barrier": None,
+                "loss_barrier_std": None,
+                "error_barrier": None,
+                "error_barrier_std": None,
+            }
+        )
+    for (kind, variant), results in paths.items():
+        n = len(results)
+        vals = {
+            "avg_acc": [r.avg_accuracy for r in results],
+            "mean_acc": [r.mean("test_acc") for r in results],
+            "min_acc": [r.min_accuracy for r in results],
+            "max_loss": [r.max_loss for r in results],
+            "loss_barrier": [r.loss_barrier for r in results],
+            "error_barrier": [r.error_barrier for r in results],
+            "loss_barrier_mid": [r.barrier_ainsworth("test_loss") for r in results],
+        }
+        if all(r.robust_acc for r in results):  # clean + PGD series (METHOD.md §6)
+            vals.update(
+                {
+                    "endpoint_acc": [r.endpoint_accuracy for r in results],
+                    "robust_endpoint_acc": [r.endpoint_robust_accuracy for r in results],
+                    "robust_avg_loss": [r.avg_robust_loss for r in results],
+                    "robust_loss_barrier": [r.robust_loss_barrier for r in results],
+                    "robust_loss_barrier_mid": [
+                        r.barrier_ainsworth("robust_loss") for r in results
+                    ],
+                    "robust_min_acc": [r.min_robust_accuracy for r in results],
+                    "clean_acc_at_robust_min": [
+                        r.robust_extremes()["clean_acc_at_robust_min"] for r in results
+                    ],
+                    "robust_max_acc": [r.max("robust_acc") for r in results],
+                    "clean_acc_at_robust_max": [
+                        r.robust_extremes()["clean_acc_at_robust_max"] for r in results
+                    ],
+                }
+            )
+        row: dict[str, Any] = {
+            "path": f"{variant_label(variant)} {kind_label(kind)}",
+            "kind": kind,
+            "variant": variant,
+            "n": n,
+        }
+        for k, v in vals.items():
+            row[k], row[f"{k}_std"] = _ms(v)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The paper's table: accuracy Avg (arc-length weighted) and Min, plus loss barriers."""
+    head = (
+        "| Path | Avg acc (%) | Min acc (%) | Max test loss | Loss barrier | Error barrier (pts) |\n"
+        "|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in rows:
+        n = r["n"]
+
+        def cell(key: str, digits: int = 2, row: dict[str, Any] = r, n: int = n) -> str:
+            if row.get(key) is None:
+                return ""
+            return _fmt(row[key], row[f"{key}_std"], n, digits)
+
+        lines.append(
+            f"| {r['path']} | {cell('avg_acc')} | {cell('min_acc')} | {cell('max_loss', 3)} "
+            f"| {cell('loss_barrier', 3)} | {cell('error_barrier')} |"
+        )
+    return "\n".join(lines)
+
+
+def robust_markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Robust metrics per path (Tatro et al. 2020, §5); empty when no path was attacked."""
+    cols = [
+        ("robust_avg_loss", "Avg robust loss", 3),
+        ("robust_loss_barrier", "Robust loss barrier", 3),
+        ("robust_loss_barrier_mid", "Robust barrier (½(L0+L1) form)", 3),
+        ("robust_min_acc", "Min robust acc (%)", 2),
+        ("clean_acc_at_robust_min", "Clean acc there (%)", 2),
+        ("robust_max_acc", "Max robust acc (%)", 2),
+        ("clean_acc_at_robust_max", "Clean acc there (%)", 2),
+        ("endpoint_acc", "Endpoint clean acc (%)", 2),
+        ("robust_endpoint_acc", "Endpoint robust acc (%)", 2),
+    ]
+    robust = [r for r in rows if r.get("robust_avg_loss") is not None]
+    if not robust:
+        return ""
+    lines = [
+        "| Path | " + " | ".join(c[1] for c in cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for r in robust:
+        cells = [_fmt(r[k], r[f"{k}_std"], r["n"], d) for k, _, d in cols]
+        lines.append(f"| {r['path']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``report.md``, ``results.json``, ``results.csv`` and ``figures/`` for a run.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    from neuralign.align.plot import plot_correlation
+    from neuralign.experiment.pipeline import kind_label, variant_label
+    from neuralign.paths import PlaneResult, plot_paths, plot_plane
+
+    run = Path(run_dir)
+    if not (run / "config.toml").exists():
+        raise ConfigError(f"{run} is not a run folder (no config.toml); run `neuralign run` first")
+    info = collect(run)
+    cfg = info["config"]
+    if not info["paths"]:
+        raise ConfigError(f"{run}: no evaluated paths yet; finish the run with `neuralign run`")
+    rows = table_rows(info["paths"], info["endpoints"])
+    figs = run / "figures"
+    figures: dict[str, str] = {}
+    figure_metrics = [("test_acc", "accuracy.png"), ("test_loss", "loss.png")]
+    if all(r.robust_acc for res in info["paths"].values() for r in res):
+        figure_metrics += [
+            ("robust_acc", "robust_accuracy.png"),
+            ("robust_loss", "robust_loss.png"),
+        ]
+    for metric, fname in figure_metrics:
+        series = {
+            f"{variant_label(v)} {kind_label(k)}": res for (k, v), res in info["paths"].items()
+        }
+        p = plot_paths(
+            series,
+            figs / fname,
+            metric=metric,
+            title=f"{cfg.model.arch} on {cfg.data.dataset}: "
+            f"{'robust ' if metric.startswith('robust') else ''}test "
+            f"{'accuracy' if metric.endswith('_acc') else 'loss'} along the path",
+        )
+        figures[metric] = str(p.relative_to(run))
+    corr = info["aligns"].get("correlation")
+    if corr:
+        groups = [r["group"] for r in corr[0]["groups"] if r["before"] is not None]
+        before = {
+            g: [next(r["before"] for r in a["groups"] if r["group"] == g) for a in corr]
+            for g in groups
+        }
+        after = {
+            g: [next(r["after"] for r in a["groups"] if r["group"] == g) for a in corr]
+            for g in groups
+        }
+        p = plot_correlation(
+            groups,
+            before,
+            after,
+            figs / "correlation.png",
+            title=f"{cfg.model.arch}: mean correlation of matched units",
+        )
+        figures["correlation"] = str(p.relative_to(run))
+    for plane_file in sorted((run / "planes" / "pair0").glob("*.json")):
+        plane = PlaneResult.load(plane_file)
+        variant = plane_file.stem.rsplit("-", 1)[0]
+        p = plot_plane(
+            plane,
+            figs / f"plane-{plane_file.stem}.png",
+            title=f"{variant_label(variant)}: test loss on the plane of the curve",
+        )
+        figures[f"plane-{plane_file.stem}"] = str(p.relative_to(run))
+
+    timings = (
+        json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}
+    )
+    prov_file = run / "provenance.json"
+    if provenance is not None:
+        atomic_write_text(prov_file, json.dumps(provenance, indent=2) + "\n")
+    prov = json.loads(prov_file.read_text()) if prov_file.exists() else {}
+    any_path = next(iter(info["paths"].values()))[0]
+    results = {
+        "name": cfg.name,
+        "config": cfg.to_dict(),
+        "provenance": prov,
+        "timings_s": timings,
+        "bn_mode": any_path.bn_mode,
+        "points": len(any_path.ts),
+        "endpoints": {str(k): v for k, v in info["endpoints"].items()},
+        "table": rows,
+        "figures": figures,
+    }
+    atomic_write_text(run / "results.json", json.dumps(results, indent=2) + "\n")
+    buf = io.StringIO()
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "path", k))
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(run / "results.csv", buf.getvalue())
+
+    n_pairs = len(cfg.pairs)
+    md = [f"# {cfg.name}: {cfg.model.arch} on {cfg.data.dataset}", ""]
+    md.append(
+        f"Test accuracy along paths between endpoints trained from different seeds "
+        f"({n_pairs} pair{'s' if n_pairs != 1 else ''}: "
+        + ", ".join(f"{a}–{b}" for a, b in cfg.pairs)
+        + f"). Avg = arc-length weighted mean over {len(any_path.ts)} points of t; "
+        "Min = worst point; barriers = max over t of L(t) − [(1−t)L(0) + tL(1)]; "
+        f"± = std over pairs. BatchNorm statistics recomputed at every t on "
+        f"`{any_path.bn_mode}` data."
+    )
+    md += ["", markdown_table(rows), ""]
+    robust_table = robust_markdown_table(rows)
+    if robust_table:
+        attack = any_path.metadata.get("attack", {})
+        md.append("## Robustness (PGD)\n")
+        md.append(
+            f"L∞ PGD, ε = {attack.get('eps', float('nan')):.4g}, α = "
+            f"{attack.get('alpha', float('nan')):.4g}, {attack.get('steps')} steps, crafted "
+            f"against φ(t) at every t; BatchNorm recomputed on `{any_path.bn_source}` inputs. "
+            "Robust loss barrier = max over t of L_adv(t) − [(1−t)L_adv(0) + tL_adv(1)] "
+            "(Zhao et al. 2020); Avg = arc-length weighted mean."
+        )
+        md += ["", robust_table, ""]
+    md.append("## Figures\n")
+    for key, rel in figures.items():
+        md.append(f"![{key}]({rel})\n")
+    if corr:
+        md.append("## Alignment (correlation), mean matched correlation per group\n")
+        md.append("| Group | Units | Before | After |\n|---|---|---|---|")
+        for r in corr[0]["groups"]:
+            if r["before"] is None:
+                continue
+            md.append(f"| {r['group']} | {r['size']} | {r['before']:.3f} | {r['after']:.3f} |")
+        md.append("")
+    md.append("## Provenance\n")
+    for k, v in prov.items():
+        md.append(f"- {k}: {v}")
+    if timings:
+        md.append(
+            "- wall time per stage (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+        )
+        md.append(f"- total wall time: {sum(timings.values()):.1f} s")
+    md += ["", "## Config", "", "```toml", cfg.to_toml().rstrip(), "```", ""]
+    path = run / "report.md"
+    atomic_write_text(path, "\n".join(md))
+    return path

@@ -1,0 +1,207 @@
+"""Alignment: recovers planted permutations, exact streaming statistics, no residue."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from neuralign.align import (
+    CrossCorrelation,
+    align,
+    correlation_statistics,
+    solve_lap,
+    units_as_rows,
+)
+from neuralign.align.correlation_stats import EPS
+from neuralign.errors import ConfigError
+from neuralign.models import create_model, list_models, tiny_kwargs
+from neuralign.paths import recompute_bn
+from neuralign.perm import Permutation, discover_spec, permute_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _calibrated(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+    """A tiny zoo model whose units are all alive and distinct, with inputs for it.
+
+    BN γ, β are drawn so ReLU units are active, and the running statistics are recomputed
+    on the inputs, as for a trained network.
+    """
+    torch.manual_seed(seed)
+    kw = dict(tiny_kwargs(name))
+    shape = (1, 28, 28) if name == "mlp" else (3, 16, 16)
+    if name == "mlp":
+        kw["image_size"] = 28
+    m = create_model(name, in_channels=shape[0], **kw)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(0.0, 0.5)
+    x = torch.rand(40, *shape)
+    m.load_state_dict(recompute_bn(m, m.state_dict(), [(x, None)]))
+    return m.eval(), x
+
+
+def _alive_groups(stats) -> set[str]:
+    alive = set()
+    for g, accs in stats.accumulators.items():
+        if all(bool((a.s_xx / a.count - (a.s_x / a.count) ** 2 > 1e-12).all()) for a in accs):
+            alive.add(g)
+    return alive
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_recovers_planted_permutation(name: str) -> None:
+    m, x = _calibrated(name)
+    spec = discover_spec(m, x[:2])
+    perm = Permutation.random(spec, seed=3)
+    b = permute_model(m, perm, spec)
+    inverse = perm.inverse()
+    batches = [x[:24], x[24:]]
+    stats = correlation_statistics(m, b, spec, batches)
+    alive = _alive_groups(stats)
+    # Dead (constant) units are interchangeable; every group of these models is alive
+    # except, possibly, GoogLeNet's auxiliary fc layer on 40 random images.
+    assert len(alive) >= len(spec.groups) - 2
+    for method in ("correlation", "weight"):
+        res = align(m, b, batches, method=method, spec=spec)
+        check = alive if method == "correlation" else set(spec.groups)
+        for g in check:
+            assert torch.equal(res.permutation.perms[g], inverse.perms[g]), (method, g)
+        # the aligned model computes the same function as B
+        with torch.no_grad():
+            out_b, out_al = b(x), res.aligned_b(x)
+        torch.testing.assert_close(out_al, out_b, rtol=1e-4, atol=1e-5)
+        if method == "correlation":
+            for g in alive:
+                assert res.correlation_after[g] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_inputs_untouched_and_modes_restored() -> None:
+    m, x = _calibrated("tinyten")
+    b = copy.deepcopy(m)
+    m.train()
+    b.eval()
+    before_a = {k: v.clone() for k, v in m.state_dict().items()}
+    before_b = {k: v.clone() for k, v in b.state_dict().items()}
+    res = align(m, b, [x], method="correlation")
+    assert m.training and not b.training
+    assert all(torch.equal(before_a[k], v) for k, v in m.state_dict().items())
+    assert all(torch.equal(before_b[k], v) for k, v in b.state_dict().items())
+    assert res.aligned_b is not b
+    assert res.permutation.is_identity()
+
+
+def _hook_count(model: nn.Module) -> int:
+    return sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) for mod in model.modules())
+
+
+def test_no_hooks_left_also_after_an_exception() -> None:
+    m, x = _calibrated("resnet20")
+    b = copy.deepcopy(m)
+    spec = discover_spec(m, x[:2])
+
+    def bad_batches():
+        yield x[:16]
+        raise RuntimeError("data source failed")
+
+    m.train()
+    with pytest.raises(RuntimeError, match="data source failed"):
+        correlation_statistics(m, b, spec, bad_batches())
+    assert _hook_count(m) == 0 and _hook_count(b) == 0
+    assert m.training and not b.training
+    assert all(mod.training for mod in m.modules())
+
+
+def test_dead_units_give_zero_not_nan() -> None:
+    acc = CrossCorrelation(3)
+    a = torch.rand(10, 3, 4, 4)
+    a[:, 1] = 0.0  # a dead unit
+    b = torch.rand(10, 3, 4, 4)
+    b[:, 2] = 5.0  # a constant unit
+    acc.update(a, b)
+    c = acc.correlation()
+    assert torch.isfinite(c).all()
+    assert torch.equal(c[1], torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(c[:, 2], torch.zeros(3, dtype=torch.float64))
+
+
+def test_streaming_equals_full_matrix_statistics() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(37, 5, 3, 3) * 4 + 10
+    b = torch.randn(37, 5, 3, 3) + 0.3 * a.flip(1)
+    acc = CrossCorrelation(5)
+    for chunk_a, chunk_b in zip(a.split([1, 7, 20, 9]), b.split([1, 7, 20, 9]), strict=True):
+        acc.update(chunk_a, chunk_b)
+    x = units_as_rows(a).double().numpy()
+    y = units_as_rows(b).double().numpy()
+    mx, my = x.mean(0), y.mean(0)
+    cov = (x - mx).T @ (y - my) / x.shape[0]
+    sx, sy = x.std(0), y.std(0)
+    expected = cov / np.outer(sx + EPS, sy + EPS)
+    # float32 per-batch GEMMs, float64 accumulation
+    np.testing.assert_allclose(acc.correlation().numpy(), expected, rtol=1e-5, atol=1e-6)
+    exact = CrossCorrelation(5, batch_dtype=torch.float64)
+    for chunk_a, chunk_b in zip(a.split([1, 7, 20, 9]), b.split([1, 7, 20, 9]), strict=True):
+        exact.update(chunk_a, chunk_b)
+    np.testing.assert_allclose(exact.correlation().numpy(), expected, rtol=1e-10, atol=1e-12)
+    assert acc.count == 37 * 9
+    # merging two accumulators equals one pass over everything
+    # merging accumulators (each shifted by its own first batch's means) equals one pass
+    a1 = CrossCorrelation(5, batch_dtype=torch.float64)
+    a2 = CrossCorrelation(5, batch_dtype=torch.float64)
+    a1.update(a[:20], b[:20])
+    a2.update(a[20:], b[20:])
+    assert not torch.equal(a1.shift_x, a2.shift_x)
+    np.testing.assert_allclose(
+        a1.merge_(a2).correlation().numpy(), expected, rtol=1e-10, atol=1e-12
+    )
+
+
+def test_batch_split_does_not_change_statistics() -> None:
+    m, x = _calibrated("tinyten")
+    spec = discover_spec(m, x[:2])
+    b = permute_model(m, Permutation.random(spec, seed=1), spec)
+    s1 = correlation_statistics(m, b, spec, [x], micro_batches=1, batch_dtype=torch.float64)
+    s2 = correlation_statistics(
+        m, b, spec, [x[:5], x[5:30], x[30:]], micro_batches=3, batch_dtype=torch.float64
+    )
+    for g in s1.accumulators:
+        torch.testing.assert_close(s1.correlation(g), s2.correlation(g), rtol=1e-5, atol=1e-6)
+
+
+def test_resnet_residual_groups_are_tied() -> None:
+    m, x = _calibrated("resnet20")
+    spec = discover_spec(m, x[:2])
+    stats = correlation_statistics(m, copy.deepcopy(m), spec, [x])
+    streams = [g for g in spec.groups if g.endswith(".residual")]
+    assert len(streams) == 3
+    # one assignment per stream, fed by the stem/each block output of that stage
+    for g in streams:
+        assert len(stats.accumulators[g]) >= 3
+    stem_stream = next(g for g in streams if any(t.node for t in spec.groups[g].taps))
+    assert len(spec.groups[stem_stream].members) > 6
+
+
+def test_lap_maximises() -> None:
+    s = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.2, 0.1], [0.0, 0.3, 0.7]])
+    assert solve_lap(s).tolist() == [1, 0, 2]
+
+
+def test_bad_arguments() -> None:
+    m, x = _calibrated("mlp")
+    with pytest.raises(ConfigError, match="unknown alignment method"):
+        align(m, m, [x], method="magic")
+    with pytest.raises(ConfigError, match="needs data"):
+        align(m, m, None, method="correlation", example_input=x[:2])

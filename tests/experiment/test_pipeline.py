@@ -1,0 +1,164 @@
+"""`neuralign run`: end to end on digits, resume after SIGKILL, config errors, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from neuralign.cli import main
+from neuralign.errors import ConfigError
+from neuralign.experiment import load_config, parse_config, run_experiment, write_report
+
+TINY = """
+name = "tiny-digits"
+device = "cpu"
+seed = 0
+[data]
+dataset = "digits"
+augment = false
+batch_size = 64
+[model]
+arch = "resnet20"
+width = 0.25
+[endpoints]
+seeds = [0, 1]
+epochs = 3
+lr = 0.05
+[curves]
+kinds = ["line", "bezier"]
+variants = ["unaligned", "correlation"]
+epochs = {curve_epochs}
+lr = 0.05
+[eval]
+points = 5
+bn_subset = 300
+plane = {plane}
+plane_grid = 3
+plane_test_subset = 100
+"""
+
+
+def _write(tmp_path: Path, curve_epochs: int = 2, plane: bool = True) -> Path:
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY.format(curve_epochs=curve_epochs, plane=str(plane).lower()))
+    return cfg
+
+
+def _paths(run: Path) -> dict[str, list[float]]:
+    out = {}
+    for f in sorted((run / "paths").rglob("*.json")):
+        d = json.loads(f.read_text())
+        out[str(f.relative_to(run))] = d["test_loss"] + d["test_acc"]
+    return out
+
+
+def test_tiny_config_end_to_end_and_report_regeneration(tmp_path: Path) -> None:
+    cfg = _write(tmp_path)
+    run = tmp_path / "run"
+    t0 = time.perf_counter()
+    assert main(["run", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 120  # well under a minute on an idle 2-core machine
+    for name in ("report.md", "results.json", "results.csv", "config.toml", "spec.json"):
+        assert (run / name).exists(), name
+    results = json.loads((run / "results.json").read_text())
+    labels = [r["path"] for r in results["table"]]
+    assert labels[0] == "Endpoints"
+    assert {
+        "Unaligned line",
+        "Aligned line",
+        "Unaligned Bezier curve",
+        "Aligned Bezier curve",
+    } <= set(labels)
+    for fig in ("accuracy.png", "loss.png", "correlation.png", "plane-unaligned-bezier.png"):
+        assert (run / "figures" / fig).stat().st_size > 10_000, fig
+    md = (run / "report.md").read_text()
+    assert "| Aligned Bezier curve |" in md and "wall time per stage" in md
+    # regeneration from the folder alone gives the same table
+    (run / "report.md").unlink()
+    (run / "results.json").unlink()
+    write_report(run)
+    again = json.loads((run / "results.json").read_text())
+    assert again["table"] == results["table"]
+    # re-running skips all work
+    t0 = time.perf_counter()
+    assert main(["run", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    assert time.perf_counter() - t0 < elapsed
+
+
+def test_killed_during_curve_training_resumes_to_identical_results(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, curve_epochs=6, plane=False)
+    ref = tmp_path / "ref"
+    run_experiment(load_config(cfg), ref, progress=False)
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "neuralign", "run", str(cfg), "--out", str(run), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run / "curves" / "pair0" / "unaligned-bezier" / "history.jsonl"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "curves" / "pair0" / "unaligned-bezier" / "done.json").exists()
+    run_experiment(load_config(cfg), run, progress=False)
+    assert _paths(run) == _paths(ref)
+
+
+def test_invalid_config_names_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"curves\.bends: must be >= 3"):
+        parse_config({"curves": {"bends": 1}})
+    with pytest.raises(ConfigError, match=r"curves\.bendz: unknown field"):
+        parse_config({"curves": {"bendz": 3}})
+    with pytest.raises(ConfigError, match=r"endpoints\.epochs: expected an integer"):
+        parse_config({"endpoints": {"epochs": "ten"}})
+    with pytest.raises(ConfigError, match=r"data\.dataset: unknown dataset"):
+        parse_config({"data": {"dataset": "imagenet22k"}})
+    with pytest.raises(ConfigError, match=r"curves\.variants: unknown variant"):
+        parse_config({"curves": {"variants": ["aligned-ish"]}})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[eval]\npoints = 1\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_folder_of_another_config_is_refused(tmp_path: Path) -> None:
+    cfg = _write(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    other = load_config(cfg)
+    other.endpoints.epochs = 7
+    (run / "config.toml").write_text(other.to_toml())
+    with pytest.raises(ConfigError, match="different config"):
+        run_experiment(load_config(cfg), run, stages=("endpoints",), progress=False)
+
+
+def test_config_toml_round_trip() -> None:
+    from neuralign.experiment.config import demo_config
+
+    cfg = demo_config()
+    import tomllib
+
+    assert parse_config(tomllib.loads(cfg.to_toml())) == cfg
+    assert cfg.pairs == [(0, 1)]
+
+
+def test_paper_presets_are_valid() -> None:
+    root = Path(__file__).resolve().parents[2] / "configs" / "paper"
+    files = sorted(root.glob("*.toml"))
+    assert len(files) == 9
+    for f in files:
+        cfg = load_config(f)
+        assert cfg.endpoints.epochs == 250 and cfg.curves.epochs == 250
+        assert len(cfg.pairs) == 3 and cfg.eval.points == 65
+        assert cfg.endpoints.lr == 0.1 and cfg.curves.lr == 0.01
+        expected_batch = 64 if f.stem == "tinyten-cifar10" else 128
+        assert cfg.data.batch_size == expected_batch, f
