@@ -7,6 +7,9 @@ correlation or weight matching, fit curves between them and evaluate paths.
 
 __version__ = "0.1.0"
 
+from neuralign.align import AlignmentResult, PAMConfig, PAMResult, align, pam  # noqa: E402
+from neuralign.attacks import PGD  # noqa: E402
+from neuralign.curves import Bezier, Curve, Line, PolyChain, train_curve  # noqa: E402
 from neuralign.data import (  # noqa: E402
     Augment,
     Dataset,
@@ -24,17 +27,62 @@ from neuralign.errors import (  # noqa: E402
     SpecVerificationError,
     UnsupportedOpError,
 )
+from neuralign.experiment import ExperimentConfig, load_config, run_experiment  # noqa: E402
 from neuralign.io import load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from neuralign.models import create_model, list_models, model_spec  # noqa: E402
+from neuralign.paths import (  # noqa: E402
+    PathResult,
+    aggregate,
+    evaluate_path,
+    evaluate_plane,
+    plot_paths,
+    plot_plane,
+    recompute_bn,
+)
+from neuralign.perm import (  # noqa: E402
+    Permutation,
+    PermutationSpec,
+    apply_permutation,
+    discover_spec,
+    permute_model,
+    verify_spec,
+)
 from neuralign.training import TrainConfig, TrainResult, evaluate_model, train_model  # noqa: E402
 
 __all__ = [
+    "AlignmentResult",
+    "Bezier",
+    "Curve",
+    "ExperimentConfig",
+    "Line",
+    "PAMConfig",
+    "PAMResult",
+    "PathResult",
+    "Permutation",
+    "PermutationSpec",
+    "PolyChain",
+    "aggregate",
+    "align",
+    "apply_permutation",
+    "discover_spec",
+    "evaluate_path",
+    "evaluate_plane",
+    "load_config",
+    "pam",
+    "permute_model",
+    "plot_paths",
+    "plot_plane",
+    "recompute_bn",
+    "run_experiment",
+    "train_curve",
+    "verify_spec",
     "Augment",
     "CheckpointError",
     "ConfigError",
     "DataError",
     "Dataset",
     "NeuralignError",
+    "PGD",
     "SpecVerificationError",
     "TensorLoader",
     "TrainConfig",

@@ -12,9 +12,9 @@ from curve_testlib import MLPBN, Batches, ConvBN, make_pair
 from torch import Tensor, nn
 
 from neuralign.curves import Bezier, Line, PolyChain, train_curve
-from neuralign.training.schedules import lr_at
 from neuralign.errors import ConfigError
 from neuralign.paths import evaluate_path
+from neuralign.training.schedules import lr_at
 
 
 def _snapshot(module: nn.Module) -> dict[str, Tensor]:

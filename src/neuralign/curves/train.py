@@ -20,14 +20,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from neuralign.curves.base import Curve, functional_forward
@@ -36,7 +36,10 @@ from neuralign.io.atomic import atomic_path, atomic_write_text
 from neuralign.models.common import split_logits
 from neuralign.training.schedules import lr_at
 
-__all__ = ["CurveTrainResult", "train_curve"]
+__all__ = ["CurveAttack", "CurveTrainResult", "train_curve"]
+
+#: ``attack(model, state, x, y) -> x_adv``: crafts inputs against the point φ(t) (robust curves).
+CurveAttack = Callable[[nn.Module, Mapping[str, Tensor], Tensor, Tensor], Tensor]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +111,7 @@ def train_curve(
     test_data: Iterable[Any] | None = None,
     test_t: float = 0.5,
     bn_batches: int | None = 50,
+    attack: CurveAttack | None = None,
 ) -> CurveTrainResult:
     """Train the interior control points of ``curve`` with SGD.
 
@@ -151,6 +155,13 @@ def train_curve(
         test_t: Where on the curve to test.
         bn_batches: Batches used to recompute BatchNorm statistics for the test
             (``None``: all).
+        attack: Robust curve training (Tatro et al. 2020, §5; METHOD.md §6): per minibatch,
+            ``attack(curve.model, state, x, y)`` crafts inputs against the sampled point
+            :math:`\varphi(t)` (``state``: its detached state dict, e.g.
+            :meth:`neuralign.attacks.PGD.attack_state`) and the curve is trained on those
+            inputs only, at that same ``t``. For BatchNorm networks craft the examples with
+            batch statistics (``PGD(..., mode="batch-stats")``): interior points carry
+            endpoint A's running statistics, which do not describe them.
 
     Returns:
         A :class:`CurveTrainResult` with the per-epoch history.
@@ -214,6 +225,8 @@ def train_curve(
                 x, y = x.to(dev), y.to(dev)
                 t = float(torch.rand((), generator=generator))
                 state = curve.state_at(t)
+                if attack is not None:
+                    x = attack(curve.model, {k: v.detach() for k, v in state.items()}, x, y)
                 logits, aux = split_logits(functional_forward(curve.model, state, x))
                 ce = F.cross_entropy(logits, y)
                 objective = ce

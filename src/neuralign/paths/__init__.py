@@ -5,9 +5,11 @@ from neuralign.paths.evaluate import PathLike, evaluate_path, evaluate_state, re
 from neuralign.paths.metrics import BN_MODES, METRICS, AggregatedPath, PathResult, aggregate
 from neuralign.paths.plane import PlaneResult, evaluate_plane
 from neuralign.paths.plots import plot_paths, plot_plane
+from neuralign.paths.robust import BN_SOURCES, evaluate_path_robust, evaluate_state_robust
 
 __all__ = [
     "BN_MODES",
+    "BN_SOURCES",
     "METRICS",
     "AggregatedPath",
     "PathLike",
@@ -16,8 +18,10 @@ __all__ = [
     "aggregate",
     "batchnorm_modules",
     "evaluate_path",
+    "evaluate_path_robust",
     "evaluate_plane",
     "evaluate_state",
+    "evaluate_state_robust",
     "has_batchnorm",
     "plot_paths",
     "plot_plane",

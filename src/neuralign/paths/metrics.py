@@ -13,6 +13,11 @@ For a series :math:`v(t_0), \\dots, v(t_{m-1})` along a path (loss, or accuracy 
   :math:`100 - \\mathrm{acc}`;
 - *Ainsworth barrier* (Ainsworth et al. 2023, "Git Re-Basin"):
   :math:`\\max_t L(t) - \\tfrac12\\big(L(t_0) + L(t_{m-1})\\big)`.
+
+Robust evaluation (:func:`neuralign.paths.evaluate_path_robust`) adds the series
+``robust_loss`` / ``robust_acc`` (test loss/accuracy under a PGD attack at every ``t``); the
+barriers of ``robust_loss`` are the *robust loss barrier* of Zhao et al. (2020), "Bridging
+Mode Connectivity in Loss Landscapes and Adversarial Robustness".
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from neuralign.io.atomic import atomic_write_text
 __all__ = ["BN_MODES", "METRICS", "AggregatedPath", "PathResult", "aggregate"]
 
 BN_MODES = ("train-subset", "train-full-augmented", "none")
-METRICS = ("test_loss", "test_acc", "train_loss", "train_acc")
+METRICS = ("test_loss", "test_acc", "train_loss", "train_acc", "robust_loss", "robust_acc")
 
 
 def _is_acc(metric: str) -> bool:
@@ -52,6 +57,10 @@ class PathResult:
         bn_mode: Which data recomputed BatchNorm statistics (``"train-subset"``,
             ``"train-full-augmented"``, or ``"none"``).
         metadata: Free-form JSON-serialisable metadata (curve family, pair, seeds, ...).
+        robust_loss: Test loss under attack at each ``t`` (``None`` unless robust).
+        robust_acc: Test accuracy under attack in % at each ``t`` (``None`` unless robust).
+        bn_source: For robust evaluations, whether BatchNorm statistics were recomputed on
+            ``"clean"`` or ``"adversarial"`` training inputs (``None`` otherwise).
     """
 
     ts: list[float]
@@ -62,6 +71,9 @@ class PathResult:
     distances: list[float] = field(default_factory=list)
     bn_mode: str = "train-subset"
     metadata: dict[str, Any] = field(default_factory=dict)
+    robust_loss: list[float] | None = None
+    robust_acc: list[float] | None = None
+    bn_source: str | None = None
 
     def __post_init__(self) -> None:
         m = len(self.ts)
@@ -209,7 +221,49 @@ class PathResult:
             name = metric.replace("_acc", "_error")
             out[f"{name}_barrier"] = self.barrier(metric)
             out[f"{name}_barrier_ainsworth"] = self.barrier_ainsworth(metric)
+        if self.robust_acc and self.test_acc:
+            out.update(self.robust_extremes())
         return out
+
+    # ------------------------------------------------------------------ robustness
+
+    def robust_extremes(self) -> dict[str, float]:
+        """Where the robust accuracy is lowest and highest, and the clean accuracy there.
+
+        Keys ``robust_acc_{min,max}_t`` and ``clean_acc_at_robust_{min,max}`` (the pairs
+        Tatro et al. 2020 report in §5; the values themselves are ``robust_acc_{min,max}``
+        of :meth:`summary`).
+        """
+        rob = self.series("robust_acc")
+        clean = self.series("test_acc")
+        i_min = min(range(len(rob)), key=rob.__getitem__)
+        i_max = max(range(len(rob)), key=rob.__getitem__)
+        return {
+            "robust_acc_min_t": self.ts[i_min],
+            "clean_acc_at_robust_min": clean[i_min],
+            "robust_acc_max_t": self.ts[i_max],
+            "clean_acc_at_robust_max": clean[i_max],
+        }
+
+    @property
+    def robust_loss_barrier(self) -> float:
+        """Robust (PGD) test-loss barrier above the linear interpolation (Zhao et al. 2020)."""
+        return self.barrier("robust_loss")
+
+    @property
+    def avg_robust_loss(self) -> float:
+        """Arc-length weighted mean robust test loss along the path."""
+        return self.arc_mean("robust_loss")
+
+    @property
+    def min_robust_accuracy(self) -> float:
+        """Lowest robust test accuracy along the path (%)."""
+        return self.min("robust_acc")
+
+    @property
+    def endpoint_robust_accuracy(self) -> float:
+        """Mean robust test accuracy of the two endpoints (%)."""
+        return self.endpoint("robust_acc")
 
     # ------------------------------------------------------------------ persistence
 

@@ -32,6 +32,8 @@ _LABELS = {
     "test_loss": "Test loss",
     "train_acc": "Train accuracy (%)",
     "train_loss": "Train loss",
+    "robust_acc": "Robust (PGD) test accuracy (%)",
+    "robust_loss": "Robust (PGD) test loss",
 }
 
 
