@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from curve_testlib import MLPBN, Batches, load_digits_tensors, single_thread, train_endpoint
 from torch import Tensor
+
+from nets_testlib import MLPBN, Batches, load_digits_tensors, single_thread, train_endpoint
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from curve_testlib import MLPBN, ConvBN, make_pair
 from torch import nn
 from torch.func import functional_call
 
+from nets_testlib import MLPBN, ConvBN, make_pair
 from neuralign.curves import (
     Bezier,
     Curve,

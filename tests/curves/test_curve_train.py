@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from curve_testlib import MLPBN, Batches, ConvBN, make_pair
 from torch import Tensor, nn
 
+from nets_testlib import MLPBN, Batches, ConvBN, make_pair
 from neuralign.curves import Bezier, Line, PolyChain, train_curve
 from neuralign.errors import ConfigError
 from neuralign.paths import evaluate_path

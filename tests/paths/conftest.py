@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from path_testlib import single_thread
+
+from nets_testlib import single_thread
 
 
 @pytest.fixture(autouse=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from path_testlib import MLPBN, Batches, ConvBN, make_pair
 from torch import Tensor, nn
 
+from nets_testlib import MLPBN, Batches, ConvBN, make_pair
 from neuralign.errors import DataError
 from neuralign.paths import has_batchnorm, recompute_bn
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from path_testlib import Batches, ConvBN, make_pair
 from torch import Tensor, nn
 
+from nets_testlib import Batches, ConvBN, make_pair
 from neuralign.curves import Bezier, Line, parameter_distance
 from neuralign.errors import ConfigError
 from neuralign.paths import evaluate_path, evaluate_state, recompute_bn, resolve_ts

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from path_testlib import Batches, ConvBN, make_pair
 
+from nets_testlib import Batches, ConvBN, make_pair
 from neuralign.curves import Bezier, Line, parameter_distance
 from neuralign.paths import PlaneResult, evaluate_plane
 

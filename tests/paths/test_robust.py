@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from path_testlib import MLPBN, Batches, ConvBN, load_digits_tensors, train_endpoint
 
+from nets_testlib import MLPBN, Batches, ConvBN, load_digits_tensors, train_endpoint
 from neuralign.attacks import PGD
 from neuralign.curves import Bezier, Line, train_curve
 from neuralign.errors import ConfigError

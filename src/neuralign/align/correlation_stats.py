@@ -59,15 +59,14 @@ class CrossCorrelation:
     ) -> None:
         self.n = n
         self.batch_dtype = batch_dtype
-        f64 = {"dtype": torch.float64, "device": device}
         self.count = 0
         self.shift_x: torch.Tensor | None = None
         self.shift_y: torch.Tensor | None = None
-        self.s_x = torch.zeros(n, **f64)
-        self.s_y = torch.zeros(n, **f64)
-        self.s_xx = torch.zeros(n, **f64)
-        self.s_yy = torch.zeros(n, **f64)
-        self.s_xy = torch.zeros(n, n, **f64)
+        self.s_x = torch.zeros(n, dtype=torch.float64, device=device)
+        self.s_y = torch.zeros(n, dtype=torch.float64, device=device)
+        self.s_xx = torch.zeros(n, dtype=torch.float64, device=device)
+        self.s_yy = torch.zeros(n, dtype=torch.float64, device=device)
+        self.s_xy = torch.zeros(n, n, dtype=torch.float64, device=device)
 
     @torch.no_grad()
     def update(self, a: torch.Tensor, b: torch.Tensor) -> None:

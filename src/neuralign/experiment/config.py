@@ -330,18 +330,18 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         len(p.objective_ts) > 0 and all(0 < t < 1 for t in p.objective_ts),
         f"pam.objective_ts: need points in (0, 1), got {p.objective_ts}",
     )
-    v = cfg.eval
-    _require(v.points >= 2, f"eval.points: must be >= 2, got {v.points}")
+    ev = cfg.eval
+    _require(ev.points >= 2, f"eval.points: must be >= 2, got {ev.points}")
     _require(
-        v.bn_mode in BN_MODES,
-        f"eval.bn_mode: must be one of {', '.join(BN_MODES)}, got {v.bn_mode!r}",
+        ev.bn_mode in BN_MODES,
+        f"eval.bn_mode: must be one of {', '.join(BN_MODES)}, got {ev.bn_mode!r}",
     )
-    _require(v.bn_subset >= 1, f"eval.bn_subset: must be >= 1, got {v.bn_subset}")
-    _require(v.plane_grid >= 3, f"eval.plane_grid: must be >= 3, got {v.plane_grid}")
+    _require(ev.bn_subset >= 1, f"eval.bn_subset: must be >= 1, got {ev.bn_subset}")
+    _require(ev.plane_grid >= 3, f"eval.plane_grid: must be >= 3, got {ev.plane_grid}")
     _require(
-        v.plane_test_subset >= 0, f"eval.plane_test_subset: must be >= 0, got {v.plane_test_subset}"
+        ev.plane_test_subset >= 0, f"eval.plane_test_subset: must be >= 0, got {ev.plane_test_subset}"
     )
-    _require(v.batch_size >= 1, f"eval.batch_size: must be >= 1, got {v.batch_size}")
+    _require(ev.batch_size >= 1, f"eval.batch_size: must be >= 1, got {ev.batch_size}")
     r = cfg.robust
     _require(0 <= r.eps < 1, f"robust.eps: must be in [0, 1) (pixel units), got {r.eps}")
     _require(r.alpha >= 0, f"robust.alpha: must be >= 0, got {r.alpha}")

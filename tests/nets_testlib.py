@@ -1,4 +1,4 @@
-"""Small hand-made networks and the sklearn digits data for the curves tests."""
+"""Small hand-made networks and the sklearn digits data shared by the curves and paths tests."""
 
 from __future__ import annotations
 
