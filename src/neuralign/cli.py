@@ -6,6 +6,7 @@ a traceback (set ``NEURALIGN_DEBUG=1`` to see the traceback).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -93,7 +94,32 @@ def _load_data(name: str, data_dir: str | None, download: bool, split: str) -> A
     return load_dataset(name, split=split, data_dir=data_dir, download=download)
 
 
-def _echo_table(rows: list[list[str]], header: list[str]) -> None:
+def _check_fits(model: Any, data: Any, source: str) -> None:
+    """Refuse a checkpoint whose input shape or class count does not fit the dataset."""
+    from neuralign.checks import check_model_fits_data
+
+    check_model_fits_data(model, data, source)
+
+
+def _shard(batch_size: int) -> dict[str, Any]:
+    """TensorLoader arguments for this rank's slice of global batches of ``batch_size``."""
+    from neuralign import distributed as dist_
+
+    world = dist_.world_size()
+    if batch_size % world:
+        raise click.BadParameter(
+            f"{batch_size} is not divisible by the number of processes {world}",
+            param_hint="--batch-size",
+        )
+    return {
+        "batch_size": batch_size // world,
+        "drop_last": world > 1,
+        "rank": dist_.rank(),
+        "world_size": world,
+    }
+
+
+def _echo_table(rows: list[list[Any]], header: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     click.echo(fmt.format(*header))
@@ -118,6 +144,21 @@ def cli(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    _init_distributed()
+
+
+def _init_distributed() -> None:
+    """Under torchrun (``WORLD_SIZE`` > 1) join the process group once; rank 0 alone prints.
+
+    Other ranks keep stderr (errors, warnings) but their standard output is discarded, so
+    every command's results and messages appear once.
+    """
+    from neuralign import distributed as dist_
+
+    if dist_.env_world_size() > 1:
+        dist_.init_from_env()
+        if not dist_.is_main():
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
 
 
 @cli.command("datasets")
@@ -244,6 +285,8 @@ def train_cmd(
     }
     if width is not None:
         kwargs["width"] = width
+    if arch == "mlp":  # the only zoo model whose layer sizes depend on the image size
+        kwargs["image_size"] = train.images.shape[-1]
     torch.manual_seed(seed)
     model = create_model(arch, **kwargs)
     cfg = TrainConfig(
@@ -293,7 +336,7 @@ def train_cmd(
 @click.option(
     "--arch", default=None, help="Architecture, for foreign checkpoints without metadata."
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @_device_option
 def eval_cmd(
     checkpoint: str,
@@ -314,6 +357,7 @@ def eval_cmd(
     dev = select_device(device)
     data = _load_data(dataset, data_dir, download, split)
     model = load_model(checkpoint, arch=arch, device=dev)
+    _check_fits(model, data, checkpoint)
     loss, acc = evaluate_model(model, TensorLoader(data, batch_size=batch_size, device=dev))
     click.echo(
         json.dumps(
@@ -478,6 +522,7 @@ def align_cmd(
     b = load_model(model_b, device=dev)
     check_state_dict(a, b.state_dict(), f"{model_b} vs {model_a}")
     train = _load_data(dataset, data_dir, download, "train")
+    _check_fits(a, train, model_a)
     data: Any = train
     if align_on == "adversarial":
         from neuralign.attacks import PGD, AdversarialBatches
@@ -549,7 +594,7 @@ def _path_options(f: Any) -> Any:
             show_default=True,
             help="Evaluate on a class-balanced test subset of this size (0 = all).",
         ),
-        click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -576,6 +621,7 @@ def _evaluate(
 
     train = _load_data(dataset, data_dir, download, "train")
     test = _load_data(dataset, data_dir, download, "test")
+    _check_fits(curve.model, test, str(metadata.get("model_a") or metadata.get("curve") or ""))
     if test_subset:
         test = balanced_subset(test, n=min(test_subset, len(test)), seed=0)
     bn = None
@@ -745,6 +791,7 @@ def curve_cmd(
     b = load_model(model_b, device=dev)
     check_state_dict(a, b.state_dict(), f"{model_b} vs {model_a}")
     train = _load_data(dataset, data_dir, download, "train")
+    _check_fits(a, train, model_a)
     if train_subset:
         train = balanced_subset(train, n=min(train_subset, len(train)), seed=seed)
     cls = Bezier if kind == "bezier" else PolyChain
@@ -753,8 +800,8 @@ def curve_cmd(
     ).to(dev)
     loader = TensorLoader(
         train,
-        batch_size=batch_size,
         shuffle=True,
+        **_shard(batch_size),
         augment=_default_augment(train) if augment else None,
         device=dev,
         seed=seed,
@@ -895,12 +942,13 @@ def pam_cmd(
     b = load_model(model_b, device=dev)
     check_state_dict(a, b.state_dict(), f"{model_b} vs {model_a}")
     train = _load_data(dataset, data_dir, download, "train")
+    _check_fits(a, train, model_a)
     if train_subset:
         train = balanced_subset(train, n=min(train_subset, len(train)), seed=seed)
     loader = TensorLoader(
         train,
-        batch_size=batch_size,
         shuffle=True,
+        **_shard(batch_size),
         augment=_default_augment(train) if augment else None,
         device=dev,
         seed=seed,
@@ -993,8 +1041,11 @@ def eval_path_cmd(
         curve = Curve.load(file).to(dev)
         meta: dict[str, Any] = {"kind": curve.family, "curve": str(file)}
     elif len(paths) == 2:
+        from neuralign.io.checkpoint import check_state_dict
+
         a = load_model(paths[0], device=dev)
         b = load_model(paths[1], device=dev)
+        check_state_dict(a, b.state_dict(), f"{paths[1]} vs {paths[0]}")
         curve = Line(a, b).to(dev)
         meta = {"kind": "line", "model_a": paths[0], "model_b": paths[1]}
     else:
@@ -1152,21 +1203,39 @@ def main(argv: list[str] | None = None) -> int:
         cmd = exc.ctx.command_path if exc.ctx else "neuralign"
         click.echo(f"error: {msg} (see `{cmd} --help`)", err=True)
         return 2
-    except click.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished work is saved; re-run the command to resume", err=True)
+    except (click.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C (SIGINT) into Abort. Every write is atomic and training saves
+        # after each epoch, so the outputs on disk are consistent and a re-run resumes.
+        click.echo(
+            "interrupted: finished work is saved; re-run the same command to resume", err=True
+        )
         return 130
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(f"error: {_one_line(exc.format_message())}", err=True)
         return 2
-    except (NeuralignError, FileNotFoundError, PermissionError) as exc:
+    except NeuralignError as exc:
+        # Every bad input our code detects is a NeuralignError (DataError, ConfigError and
+        # CheckpointError are also ValueErrors). Other exceptions are bugs: they keep their
+        # traceback (exit 1) so that they can be reported.
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_one_line(str(exc))}", err=True)
+        return 2
+    except OSError as exc:  # the environment: missing or unreadable files, full disk
+        if debug:
+            raise
+        if exc.errno == errno.ENOSPC:
+            msg = f"disk full ({exc}); free some space and re-run: finished work is kept"
+        else:
+            msg = str(exc)
+        click.echo(f"error: {_one_line(msg)}", err=True)
         return 2
     return 0
+
+
+def _one_line(text: str) -> str:
+    """Collapse a message onto one line (messages may quote multi-line library errors)."""
+    return " ".join(text.split())
 
 
 def _entry() -> None:

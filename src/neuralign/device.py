@@ -22,9 +22,13 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(
+            f"device {device!r} requested but CUDA is not available; use --device cpu"
+        )
     if dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ConfigError(f"device {device!r} requested but MPS is not available; use --device cpu")
+            raise ConfigError(
+                f"device {device!r} requested but MPS is not available; use --device cpu"
+            )
     return dev

@@ -186,7 +186,9 @@ def test_fused_affine_augment_equals_sequential_composition() -> None:
     zero = torch.zeros(16, dtype=torch.float64)
     # no rotation: exactly the integer crop and the flip
     fused = affine_augment(x, 2, offsets, flips, zero)
-    torch.testing.assert_close(fused, random_flip(random_crop(x, 2, offsets), flips), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        fused, random_flip(random_crop(x, 2, offsets), flips), atol=1e-5, rtol=0
+    )
     # with rotation: the same as rotating the cropped, flipped image, away from the borders
     angles = torch.full((16,), 9.0, dtype=torch.float64)
     seq = rotate(random_flip(random_crop(x, 2, offsets), flips), angles)

@@ -62,10 +62,7 @@ def _paths(run: Path) -> dict[str, list[float]]:
 def test_tiny_config_end_to_end_and_report_regeneration(tmp_path: Path) -> None:
     cfg = _write(tmp_path)
     run = tmp_path / "run"
-    t0 = time.perf_counter()
     assert main(["run", str(cfg), "--out", str(run), "--no-progress"]) == 0
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 120  # well under a minute on an idle 2-core machine
     for name in ("report.md", "results.json", "results.csv", "config.toml", "spec.json"):
         assert (run / name).exists(), name
     results = json.loads((run / "results.json").read_text())

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from neuralign import distributed as dist_
 from neuralign.align._lap import solve_lap
 from neuralign.align._lockstep import LockstepRunner
 from neuralign.align.correlation_stats import CrossCorrelation
@@ -48,6 +49,14 @@ class CorrelationStats:
         self.num_images += other.num_images
         return self
 
+    def all_reduce_(self) -> CorrelationStats:
+        """Sum the statistics of every rank into every rank (no-op in a single process)."""
+        for accs in self.accumulators.values():
+            for acc in accs:
+                acc.all_reduce_()
+        self.num_images = int(dist_.all_reduce_sum([self.num_images])[0])
+        return self
+
 
 @torch.no_grad()
 def correlation_statistics(
@@ -59,8 +68,9 @@ def correlation_statistics(
     pre_activation: bool = False,
     device: torch.device | str | None = None,
     batch_dtype: torch.dtype = torch.float32,
-    micro_batches: int = 2,
+    micro_batches: int = 4,
     progress: bool = False,
+    distributed: bool | None = None,
 ) -> CorrelationStats:
     """Stream the cross-correlation statistics of every group over ``data``.
 
@@ -69,7 +79,15 @@ def correlation_statistics(
     attached, and memory stays near that of one plain forward pass. Each batch is processed
     in ``micro_batches`` pieces (the statistics do not depend on the split) so that A's and
     B's live activations together take about what one model's take on the full batch.
+
+    In a distributed run (``distributed=None``: whenever a multi-process group is
+    initialised) every rank must pass the same ``data``: rank ``r`` processes the batches
+    ``i`` with ``i % world_size == r`` and the statistics are then summed across ranks
+    (:meth:`CorrelationStats.all_reduce_`), so every rank returns the single-process
+    statistics (exactly up to float64 summation order; use ``batch_dtype=torch.float64``
+    for per-batch sums that do not depend on the batching either).
     """
+    shard = dist_.is_distributed() if distributed is None else distributed
     if device is None:
         p = next(iter(model_a.parameters()), None)
         device = p.device if p is not None else torch.device("cpu")
@@ -99,7 +117,9 @@ def correlation_statistics(
     model_b.eval()
     images = 0
     try:
-        for batch in tqdm(data, desc="align", unit="batch", disable=not progress, leave=False):
+        stream = dist_.shard_batches(data) if shard else data
+        show = progress and dist_.is_main()
+        for batch in tqdm(stream, desc="align", unit="batch", disable=not show, leave=False):
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             x = x.to(device)
             for chunk in x.split(max(1, -(-x.shape[0] // micro_batches))):
@@ -108,9 +128,16 @@ def correlation_statistics(
     finally:
         for m, flag in modes:
             m.training = flag
-    if images == 0:
-        raise DataError("alignment data is empty")
-    return CorrelationStats(accs, images)
+    stats = CorrelationStats(accs, images)
+    if shard:
+        stats.all_reduce_()
+        images = stats.num_images
+    if images < 2:
+        raise DataError(
+            f"alignment data holds {images} image(s); correlations need at least 2 "
+            "(use a larger subset_fraction or dataset)"
+        )
+    return stats
 
 
 def correlation_of(

@@ -129,6 +129,50 @@ class CrossCorrelation:
         self.count += other.count
         return self
 
+    @torch.no_grad()
+    def all_reduce_(self) -> CrossCorrelation:
+        """Replace this rank's sums by the sums over all ranks (no-op in a single process).
+
+        The shift must be the same everywhere for sums to add up: every rank re-expresses its
+        sums around the shift of the lowest rank holding samples (rank 0 when the data were
+        split with :func:`neuralign.distributed.shard_batches`, whose first batch is the
+        single-process first batch, so that shift is the single-process one and rank 0's
+        sums are unchanged bit for bit), then the count and the float64 sums are all-reduced
+        as one flat vector. Every rank ends with identical statistics, equal to the
+        single-process ones up to the order of the float64 additions.
+        """
+        from neuralign import distributed as dist_
+
+        if not dist_.is_distributed():
+            return self
+        dev = self.s_x.device
+        world = dist_.world_size()
+        src = torch.tensor(
+            [dist_.rank() if self.count > 0 else world], dtype=torch.int64, device=dev
+        )
+        source = int(dist_.all_reduce_(src, op="min").item())
+        if source == world:  # no rank saw a sample
+            return self
+        shift = torch.zeros(2, self.n, dtype=torch.float64, device=dev)
+        if self.shift_x is not None and self.shift_y is not None:
+            shift[0], shift[1] = self.shift_x, self.shift_y
+        dist_.broadcast_(shift, src=source)
+        if self.count > 0:
+            s_x, s_y, s_xx, s_yy, s_xy = self._shifted_to(shift[0], shift[1])
+        else:
+            s_x, s_y, s_xx, s_yy, s_xy = self.s_x, self.s_y, self.s_xx, self.s_yy, self.s_xy
+        count = torch.tensor([float(self.count)], dtype=torch.float64, device=dev)
+        flat = torch.cat([count, s_x, s_y, s_xx, s_yy, s_xy.reshape(-1)])
+        dist_.all_reduce_(flat)
+        n = self.n
+        self.count = int(flat[0].item())
+        self.s_x, self.s_y = flat[1 : 1 + n].clone(), flat[1 + n : 1 + 2 * n].clone()
+        self.s_xx = flat[1 + 2 * n : 1 + 3 * n].clone()
+        self.s_yy = flat[1 + 3 * n : 1 + 4 * n].clone()
+        self.s_xy = flat[1 + 4 * n :].reshape(n, n).clone()
+        self.shift_x, self.shift_y = shift[0].clone(), shift[1].clone()
+        return self
+
     def correlation(self) -> torch.Tensor:
         """Pearson correlation matrix ``(n, n)`` (rows: A's units, columns: B's), float64."""
         if self.count == 0:

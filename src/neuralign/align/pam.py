@@ -57,6 +57,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -73,6 +74,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from neuralign import distributed as dist_
 from neuralign.align.birkhoff import (
     PROJECTIONS,
     birkhoff_decomposition,
@@ -150,6 +152,14 @@ class PAMConfig:
         num_bends: Control points of the Bezier curve including the endpoints (paper: 3).
         aux_weight: Weight of auxiliary-head losses (GoogLeNet).
         seed: Seed of the ``t`` generators and the candidate sampling.
+        amp: bf16 autocast (losses in float32) and channels-last input on CUDA in the
+            P-step and the ψ-step (ignored elsewhere).
+
+    Data parallelism (``torchrun``): pass this rank's shard as ``data``; every rank draws the
+    same ``t``, the P-step's matrix gradients are averaged across ranks, the objective used
+    to score rounding candidates is reduced over the ranks' scoring batches (so every rank
+    keeps the same permutation), the ψ-step is :func:`~neuralign.curves.train_curve`'s
+    distributed training, and only rank 0 writes the checkpoint folder.
     """
 
     outer_iterations: int = 1
@@ -173,6 +183,7 @@ class PAMConfig:
     num_bends: int = 3
     aux_weight: float = 0.3
     seed: int = 0
+    amp: bool = True
 
     @property
     def step_size(self) -> float:
@@ -410,6 +421,8 @@ def pam_objective(
     psi: Sequence[Mapping[str, Tensor]],
     batches: Iterable[tuple[Tensor, Tensor]],
     ts: Sequence[float] = (0.25, 0.5, 0.75),
+    *,
+    reduce: bool = True,
 ) -> float:
     """The PAM objective :math:`\\hat F = \\frac{1}{|T|}\\sum_{t \\in T}\\mathrm{CE}(\\varphi(t))`
     on fixed batches.
@@ -425,21 +438,26 @@ def pam_objective(
         psi: One offset dict per interior control point (interpolated keys).
         batches: Fixed ``(x, y)`` batches (on the model's device).
         ts: Points of the curve averaged over.
+        reduce: In a distributed run, sum loss and count over the ranks' batches (every
+            rank then returns the same value, so all choose the same rounding candidate).
 
     Returns:
         The sample-weighted mean cross-entropy, averaged over ``ts``.
     """
     keys = interpolated_keys(model)
-    total, count = 0.0, 0
+    sums = torch.zeros(2, dtype=torch.float64, device=next(iter(theta1.values())).device)
     with torch.no_grad(), _TrainMode(model):
         for t in ts:
             interp = _curve_point(theta1, ptheta2, psi, keys, float(t))
             for x, y in batches:
                 state = _full_state(model, theta1, interp)
                 logits, _ = split_logits(functional_forward(model, state, x))
-                total += float(F.cross_entropy(logits, y, reduction="sum"))
-                count += int(y.shape[0])
-    return total / max(count, 1)
+                sums[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                sums[1] += y.shape[0]
+    if reduce and dist_.is_distributed():
+        dist_.all_reduce_(sums)
+    total, count = sums.tolist()
+    return total / max(count, 1.0)
 
 
 # --------------------------------------------------------------------------- P-step
@@ -521,40 +539,51 @@ def p_step(
         first = int(payload["epoch"])
     keys = interpolated_keys(model)
     names = list(mats)
+    use_amp = config.amp and dev.type == "cuda"
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if use_amp
+        else contextlib.nullcontext
+    )
     with _TrainMode(model):
         bar = tqdm(
             range(first, config.p_epochs),
             total=config.p_epochs,
             initial=first,
             desc=f"PAM P-step {outer}",
-            disable=not progress,
+            disable=not (progress and dist_.is_main()),
             unit="epoch",
         )
         for epoch in bar:
             t0 = time.perf_counter()
             if hasattr(data, "set_epoch"):
                 data.set_epoch(epoch)
-            loss_sum, n_seen = 0.0, 0
+            sums = torch.zeros(2, dtype=torch.float64, device=dev)  # CE sum, count
             for x, y in data:
-                x, y = x.to(dev), y.to(dev)
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                if use_amp and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 t = float(torch.rand((), generator=generator))
                 leaves = {g: mats[g].detach().requires_grad_(True) for g in names}
                 soft = apply_soft_permutation(theta2, spec, leaves)
                 interp = _curve_point(theta1, soft, psi, keys, t)
                 state = _full_state(model, theta1, interp)
-                logits, aux = split_logits(functional_forward(model, state, x))
-                ce = F.cross_entropy(logits, y)
+                with autocast():
+                    out = functional_forward(model, state, x)
+                logits, aux = split_logits(out)
+                ce = F.cross_entropy(logits.float(), y)
                 loss = ce
                 for a in aux:
-                    loss = loss + config.aux_weight * F.cross_entropy(a, y)
+                    loss = loss + config.aux_weight * F.cross_entropy(a.float(), y)
                 if config.p_weight_decay:
                     l2 = torch.stack([interp[k].pow(2).sum() for k in keys]).sum()
                     loss = loss + 0.5 * config.p_weight_decay * l2
-                loss_sum += float(ce.detach()) * int(y.shape[0])
-                n_seen += int(y.shape[0])
+                with torch.no_grad():
+                    sums[0] += ce.detach().double() * y.shape[0]
+                    sums[1] += y.shape[0]
                 if not loss.requires_grad:  # t == 0 exactly: P plays no part
                     continue
-                grads = torch.autograd.grad(loss, [leaves[g] for g in names])
+                grads = dist_.average_(torch.autograd.grad(loss, [leaves[g] for g in names]))
                 with torch.no_grad():
                     stepped: dict[str, Tensor] = {}
                     for g, grad in zip(names, grads, strict=True):
@@ -564,6 +593,9 @@ def p_step(
                         z = mats[g] - eta * grad
                         stepped[g] = (z + pull * anchor[g]) / (1.0 + pull)
                     mats = _project_all(stepped, config.projection)
+            if dist_.is_distributed():
+                dist_.all_reduce_(sums)
+            loss_sum, n_seen = sums.tolist()
             if n_seen == 0:
                 raise ConfigError("PAM P-step: the training data yielded no batch")
             record = {
@@ -583,8 +615,7 @@ def p_step(
                     "generator": generator.get_state(),
                     "history": history,
                 }
-                with atomic_path(ckpt) as tmp:
-                    torch.save(payload, tmp)
+                dist_.on_main(lambda p=payload, c=ckpt: _save_torch(p, c))
         bar.close()
     return {g: m.detach() for g, m in mats.items()}, history
 
@@ -711,7 +742,13 @@ def _perm_from_json(d: Mapping[str, Any]) -> Permutation:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+    """Write JSON atomically on rank 0 (others wait at a barrier)."""
+    dist_.on_main(lambda: atomic_write_text(path, json.dumps(obj, indent=1) + "\n"))
+
+
+def _save_torch(payload: dict[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def pam(
@@ -783,7 +820,8 @@ def pam(
 
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fingerprint = {
-        "config": cfg.to_dict(),
+        # amp is a speed setting: a run may resume with it changed
+        "config": {key: v for key, v in cfg.to_dict().items() if key != "amp"},
         "init": init if isinstance(init, str) else "given",
         "groups": spec.sizes,
     }
@@ -823,7 +861,7 @@ def pam(
         start, init_name = res.permutation, init
         timings["init"] = time.perf_counter() - t0
     if start_file is not None and not start_file.exists():
-        start.save(start_file)
+        dist_.on_main(lambda: start.save(start_file))
 
     meta = {"method": "pam", "init": init_name, **dict(metadata or {})}
     perm = start
@@ -904,8 +942,9 @@ def pam(
         config=cfg,
     )
     if ckdir is not None:
-        curve.save(ckdir / "curve.safetensors")
-        perm.save(ckdir / "permutation.json")
+        final_curve, final_perm = curve, perm
+        dist_.on_main(lambda: final_curve.save(ckdir / "curve.safetensors"))
+        dist_.on_main(lambda: final_perm.save(ckdir / "permutation.json"))
         _write_json(ckdir / "pam.json", result.summary())
     return result
 
@@ -1017,6 +1056,7 @@ def _outer_step(
         log_path=psi_dir / "history.jsonl" if psi_dir is not None else None,
         checkpoint_dir=psi_dir,
         seed=cfg.seed + k,
+        amp=cfg.amp,
     )
     seconds["psi_step"] = seconds.get("psi_step", 0.0) + time.perf_counter() - t0
     new_psi = _psi_of(curve, theta1, ptheta2)

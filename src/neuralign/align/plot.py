@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from neuralign.io.atomic import atomic_path  # noqa: E402
+
 
 def plot_correlation(
     groups: Sequence[str],
@@ -61,7 +63,9 @@ def plot_correlation(
     ax.legend(frameon=False)
     fig.tight_layout()
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # a killed run never leaves half a PNG
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path

@@ -16,6 +16,7 @@ via Neuron Alignment", Sec. 3). BatchNorm layers use batch statistics.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from neuralign import distributed as dist_
 from neuralign.curves.base import Curve, functional_forward
+from neuralign.data.loader import TensorLoader
 from neuralign.errors import CheckpointError, ConfigError
 from neuralign.io.atomic import atomic_path, atomic_write_text
 from neuralign.models.common import split_logits
@@ -112,6 +115,8 @@ def train_curve(
     test_t: float = 0.5,
     bn_batches: int | None = 50,
     attack: CurveAttack | None = None,
+    amp: bool = True,
+    compile: bool = False,
 ) -> CurveTrainResult:
     """Train the interior control points of ``curve`` with SGD.
 
@@ -130,6 +135,26 @@ def train_curve(
     iterable whose order depends only on the epoch: it gets ``set_epoch(e)`` when it has that
     method, or draws from the global torch RNG). The learning rate is a pure function of the
     epoch (:func:`lr_at`), so there is no scheduler state to restore.
+
+    Data parallelism (``torchrun``; :mod:`neuralign.distributed`): pass this rank's shard
+    as ``data`` (``TensorLoader(..., rank=, world_size=, drop_last=True)``: every rank runs
+    the same number of steps). The ``t`` generator is seeded identically on every rank, so
+    all ranks train the same point :math:`\varphi(t)` at a step, and after the backward
+    pass the control points' gradients are averaged across ranks with one flat all-reduce
+    (:func:`~neuralign.distributed.all_reduce_gradients_`). That is what
+    ``DistributedDataParallel`` would do, done by hand because the trainable tensors are the
+    curve's control points, which reach the network through
+    ``functional_call(curve.model, state_at(t))`` rather than through a module forward (a
+    DDP wrapper would also re-broadcast the endpoint buffers every step). With a mean loss
+    the averaged gradient equals the global batch's, so ``N`` ranks of batch ``B/N`` follow
+    a single process of batch ``B``; BatchNorm normalises with per-rank batch statistics.
+    Metrics are reduced across ranks; only rank 0 writes the checkpoint, log and curve
+    (the others wait at a barrier).
+
+    GPU fast path: with ``amp`` on CUDA the forward runs under bf16 autocast (losses in
+    float32) on channels-last input; ``compile=True`` wraps the network's functional forward
+    in :func:`torch.compile` (off by default: compilation takes tens of seconds). Metric sums
+    stay on the device; the host synchronises once per epoch.
 
     Args:
         curve: The curve; trained in place (and moved to ``device`` when given).
@@ -155,6 +180,8 @@ def train_curve(
         test_t: Where on the curve to test.
         bn_batches: Batches used to recompute BatchNorm statistics for the test
             (``None``: all).
+        amp: bf16 autocast and channels-last input on CUDA (ignored elsewhere).
+        compile: Compile the functional forward with :func:`torch.compile`.
         attack: Robust curve training (Tatro et al. 2020, §5; METHOD.md §6): per minibatch,
             ``attack(curve.model, state, x, y)`` crafts inputs against the sampled point
             :math:`\varphi(t)` (``state``: its detached state dict, e.g.
@@ -201,13 +228,31 @@ def train_curve(
 
     modes = {m: m.training for m in curve.modules()}
     keys = curve.interpolated_keys
+    distributed = dist_.is_distributed()
+    if distributed and isinstance(data, TensorLoader) and data.world_size != dist_.world_size():
+        logger.warning(
+            "train_curve: distributed run, but the training loader is not sharded "
+            "(world_size=%d): every rank trains on the same batches",
+            data.world_size,
+        )
+    use_amp = amp and dev.type == "cuda"
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if use_amp
+        else contextlib.nullcontext
+    )
+
+    def forward(state: Mapping[str, Tensor], x: Tensor) -> Any:
+        return functional_forward(curve.model, state, x)
+
+    fwd = torch.compile(forward) if compile else forward
     try:
         bar = tqdm(
             range(start, epochs),
             total=epochs,
             initial=start,
             desc=f"curve ({curve.family})",
-            disable=not progress,
+            disable=not (progress and dist_.is_main()),
             unit="epoch",
         )
         for epoch in bar:
@@ -220,37 +265,47 @@ def train_curve(
             )
             for group in optimizer.param_groups:
                 group["lr"] = epoch_lr
-            sums = {"loss": 0.0, "objective": 0.0, "correct": 0.0, "n": 0.0}
+            # loss, objective, correct, count: summed on the device, read once per epoch
+            sums = torch.zeros(4, dtype=torch.float64, device=dev)
             for x, y in data:
-                x, y = x.to(dev), y.to(dev)
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                if use_amp and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 t = float(torch.rand((), generator=generator))
                 state = curve.state_at(t)
                 if attack is not None:
                     x = attack(curve.model, {k: v.detach() for k, v in state.items()}, x, y)
-                logits, aux = split_logits(functional_forward(curve.model, state, x))
-                ce = F.cross_entropy(logits, y)
+                with autocast():
+                    out = fwd(state, x)
+                logits, aux = split_logits(out)
+                ce = F.cross_entropy(logits.float(), y)
                 objective = ce
                 for a in aux:
-                    objective = objective + aux_weight * F.cross_entropy(a, y)
+                    objective = objective + aux_weight * F.cross_entropy(a.float(), y)
                 if weight_decay:
-                    l2 = torch.stack([state[k].pow(2).sum() for k in keys]).sum()
+                    l2 = torch.stack([state[k].float().pow(2).sum() for k in keys]).sum()
                     objective = objective + 0.5 * weight_decay * l2
                 optimizer.zero_grad(set_to_none=True)
                 if objective.requires_grad:  # False only at t == 0 exactly (the endpoint)
                     objective.backward()
+                    dist_.all_reduce_gradients_(params)
                     optimizer.step()
                 bs = y.shape[0]
-                sums["loss"] += float(ce.detach()) * bs
-                sums["objective"] += float(objective.detach()) * bs
-                sums["correct"] += float((logits.detach().argmax(1) == y).sum())
-                sums["n"] += bs
-            if sums["n"] == 0:
+                with torch.no_grad():
+                    sums[0] += ce.detach().double() * bs
+                    sums[1] += objective.detach().double() * bs
+                    sums[2] += (logits.detach().argmax(1) == y).sum()
+                    sums[3] += bs
+            if distributed:
+                dist_.all_reduce_(sums)
+            loss_sum, objective_sum, correct, n_seen = sums.tolist()
+            if n_seen == 0:
                 raise ConfigError("train_curve: the training data yielded no batch")
             record: dict[str, float] = {
                 "epoch": epoch + 1,
-                "loss": sums["loss"] / sums["n"],
-                "objective": sums["objective"] / sums["n"],
-                "acc": 100.0 * sums["correct"] / sums["n"],
+                "loss": loss_sum / n_seen,
+                "objective": objective_sum / n_seen,
+                "acc": 100.0 * correct / n_seen,
                 "lr": epoch_lr,
             }
             if test_data is not None:
@@ -259,18 +314,37 @@ def train_curve(
             history.append(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc']:.1f}")
             logger.info("curve epoch %d: %s", epoch + 1, record)
-            if ckpt_path is not None:
-                _save_checkpoint(ckpt_path, curve, optimizer, generator, epoch + 1, history)
-            if log_path is not None:
-                atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+            if ckpt_path is not None or log_path is not None:
+                dist_.on_main(
+                    lambda ep=epoch + 1: _write_epoch(
+                        ckpt_path, log_path, curve, optimizer, generator, ep, history
+                    )
+                )
         bar.close()
     finally:
         for m, flag in modes.items():
             m.training = flag
     if checkpoint_dir is not None:
-        curve.save(Path(checkpoint_dir) / _CURVE_NAME)
+        final = Path(checkpoint_dir) / _CURVE_NAME
+        dist_.on_main(lambda: curve.save(final))
     result.history = history
     return result
+
+
+def _write_epoch(
+    ckpt_path: Path | None,
+    log_path: str | os.PathLike[str] | None,
+    curve: Curve,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    epoch: int,
+    history: list[dict[str, float]],
+) -> None:
+    """Save the training checkpoint and the JSON-lines history (rank 0 only)."""
+    if ckpt_path is not None:
+        _save_checkpoint(ckpt_path, curve, optimizer, generator, epoch, history)
+    if log_path is not None:
+        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
 
 
 def _test_point(

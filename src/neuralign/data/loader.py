@@ -12,8 +12,8 @@ random horizontal flip, random rotation in ±15°; that is ``Augment()``'s defau
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,15 @@ import torch.nn.functional as F
 from neuralign.data.datasets import Dataset
 from neuralign.errors import DataError
 
-__all__ = ["Augment", "TensorLoader", "derive_seed", "random_crop", "random_flip", "rotate"]
+__all__ = [
+    "Augment",
+    "AugmentParams",
+    "TensorLoader",
+    "derive_seed",
+    "random_crop",
+    "random_flip",
+    "rotate",
+]
 
 _MASK64 = (1 << 64) - 1
 
@@ -150,24 +158,53 @@ class Augment:
         """
         if x.dim() != 4:
             raise DataError(f"Augment expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
-        n = x.shape[0]
+        return self.apply(x, self.draw(x.shape[0], generator))
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> AugmentParams:
+        """Draw the random parameters of ``n`` samples (CPU), in the fixed order.
+
+        ``augment(x, g)`` equals ``augment.apply(x, augment.draw(len(x), g))``; drawing a whole
+        global batch and slicing it (:meth:`AugmentParams.slice`) gives every data-parallel
+        rank the parameters a single process would use for the same samples.
+        """
         offsets = (
             torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=generator)
             if self.crop_padding
             else None
         )
         flips = torch.rand(n, generator=generator) < 0.5 if self.flip else None
-        if not self.rotation:
+        angles = (
+            (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * self.rotation
+            if self.rotation
+            else None
+        )
+        return AugmentParams(offsets, flips, angles)
+
+    def apply(self, x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        """Augment the batch ``x`` with drawn parameters (one row per sample)."""
+        offsets, flips, angles = params.offsets, params.flips, params.angles
+        if angles is None:
             if offsets is not None:
                 x = random_crop(x, self.crop_padding, offsets)
             if flips is not None:
                 x = random_flip(x, flips)
             return x
-        angles = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * self.rotation
         if x.is_floating_point():
             return affine_augment(x, self.crop_padding, offsets, flips, angles)
         y = affine_augment(x.float(), self.crop_padding, offsets, flips, angles)
         return y.round_().clamp_(0, 255).to(x.dtype)
+
+
+class AugmentParams(NamedTuple):
+    """Per-sample random parameters of :class:`Augment` (None: that transform is off)."""
+
+    offsets: torch.Tensor | None
+    flips: torch.Tensor | None
+    angles: torch.Tensor | None
+
+    def slice(self, start: int, stop: int) -> AugmentParams:
+        """The parameters of samples ``start:stop``."""
+        return AugmentParams(*(None if t is None else t[start:stop] for t in self))
 
 
 def affine_augment(
@@ -206,9 +243,9 @@ def affine_augment(
         off = offsets.to(torch.float64)
         tx = 2.0 * (off[:, 1] - padding) / w
         ty = 2.0 * (off[:, 0] - padding) / h
-    theta = torch.stack(
-        [torch.stack([r00, r01, tx], 1), torch.stack([r10, r11, ty], 1)], 1
-    ).to(device=x.device, dtype=x.dtype)
+    theta = torch.stack([torch.stack([r00, r01, tx], 1), torch.stack([r10, r11, ty], 1)], 1).to(
+        device=x.device, dtype=x.dtype
+    )
     grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -221,12 +258,19 @@ class TensorLoader:
     augmentation of epoch ``e`` depend only on ``(seed, e, rank)``: call :meth:`set_epoch` before
     each epoch (as with ``DistributedSampler``); without it every pass repeats epoch 0.
 
-    Sharding for data parallelism: with ``world_size > 1`` each rank takes the samples
-    ``perm[rank::world_size]`` of the epoch's permutation (the same permutation on every rank),
-    so the shards are disjoint and together cover the dataset once. With ``drop_last=False``
-    ranks may differ by one sample; with ``drop_last=True`` every rank keeps
-    ``N // world_size`` samples and then drops its incomplete last batch, so all ranks run the
-    same number of steps.
+    Sharding for data parallelism: ``batch_size`` is the *per-rank* batch ``B``; the global
+    batch is ``G = B * world_size``. Every rank computes the same epoch permutation and cuts
+    it into global batches of ``G``; at step ``k`` rank ``r`` takes the ``r``-th contiguous
+    piece ``[r*B, (r+1)*B)`` of global batch ``k``. So the union of the ranks' step-``k``
+    batches is exactly the batch ``k`` of a single-process loader with batch size ``G`` (same
+    seed), and averaging the ranks' gradients of a mean loss reproduces its gradient. The
+    augmentation parameters of the whole global batch are drawn on every rank from the same
+    generator and sliced (for :class:`Augment`, or any augment with ``draw``/``apply``), so a
+    sample is augmented identically whatever the number of ranks. With ``world_size == 1``
+    this is the plain loader. An incomplete last global batch is dropped with
+    ``drop_last=True`` (every rank then runs ``N // G`` equal steps: what data-parallel
+    training needs); otherwise it is split as evenly as possible (the first ranks get one
+    sample more; a rank may get none and then runs one step fewer).
 
     Args:
         dataset: The data.
@@ -271,13 +315,33 @@ class TensorLoader:
         self._images = dataset.images.to(self.device)
         self._labels = dataset.labels.to(self.device)
 
+    def _pieces(self) -> list[tuple[int, int, int, int]]:
+        """Per step on this rank: ``(global start, global size, piece start, piece stop)``.
+
+        ``global start``/``size`` locate the global batch in the epoch order; the piece is this
+        rank's slice of it (offsets within the global batch).
+        """
+        n, b, w, r = len(self.dataset), self.batch_size, self.world_size, self.rank
+        g = b * w
+        out: list[tuple[int, int, int, int]] = []
+        for start in range(0, n, g):
+            size = min(g, n - start)
+            if size < g:
+                if self.drop_last:
+                    break
+                base, extra = divmod(size, w)
+                lo = r * base + min(r, extra)
+                hi = lo + base + (1 if r < extra else 0)
+            else:
+                lo, hi = r * b, (r + 1) * b
+            if hi > lo:
+                out.append((start, size, lo, hi))
+        return out
+
     @property
     def num_samples(self) -> int:
         """Samples this rank sees per epoch."""
-        n = len(self.dataset)
-        if self.drop_last:
-            return n // self.world_size
-        return len(range(self.rank, n, self.world_size))
+        return sum(hi - lo for _, _, lo, hi in self._pieces())
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration uses.
@@ -289,28 +353,38 @@ class TensorLoader:
 
     def __len__(self) -> int:
         """Number of batches per epoch on this rank."""
-        n = self.num_samples
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return len(self._pieces())
 
-    def indices(self) -> torch.Tensor:
-        """The sample indices this rank visits in the current epoch, in order (CPU int64)."""
+    def _order(self) -> torch.Tensor:
+        """The epoch's permutation of the whole dataset (identical on every rank; CPU)."""
         n = len(self.dataset)
         if self.shuffle:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 0))
-            order = torch.randperm(n, generator=gen)
-        else:
-            order = torch.arange(n)
-        if self.drop_last:
-            order = order[: (n // self.world_size) * self.world_size]
-        return order[self.rank :: self.world_size]
+            return torch.randperm(n, generator=gen)
+        return torch.arange(n)
+
+    def indices(self) -> torch.Tensor:
+        """The sample indices this rank visits in the current epoch, in order (CPU int64)."""
+        order = self._order()
+        parts = [order[s + lo : s + hi] for s, _, lo, hi in self._pieces()]
+        return torch.cat(parts) if parts else order[:0]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` batches of the current epoch."""
-        order = self.indices().to(self.device)
-        aug_gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 1, self.rank))
-        for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+        order = self._order().to(self.device)
+        aug = self.augment
+        sliceable = hasattr(aug, "draw") and hasattr(aug, "apply")
+        # Shared stream (same on every rank) when the global batch's draws can be sliced;
+        # otherwise a per-rank stream (rank 0's equals the single-process one).
+        stream_rank = 0 if sliceable else self.rank
+        aug_gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 1, stream_rank))
+        for start, size, lo, hi in self._pieces():
+            idx = order[start + lo : start + hi]
             x = self._images.index_select(0, idx).to(torch.float32).div_(255.0)
-            if self.augment is not None:
-                x = self.augment(x, generator=aug_gen)
+            if aug is not None:
+                if sliceable:
+                    params = aug.draw(size, generator=aug_gen)  # type: ignore[union-attr]
+                    x = aug.apply(x, params.slice(lo, hi))  # type: ignore[union-attr]
+                else:
+                    x = aug(x, generator=aug_gen)
             yield x, self._labels.index_select(0, idx)

@@ -21,7 +21,9 @@ import io
 import logging
 import os
 import pickle
+import pickletools
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -160,6 +162,24 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
+def _check_pickle_stream(data: bytes) -> None:
+    """Walk the opcodes of a pickle without executing it; raise on a malformed stream.
+
+    The C unpickler allocates a length-prefixed argument *before* reading it, so a corrupt
+    length field (a flipped bit in a 4-byte size) makes it allocate and zero gigabytes
+    for a few-kilobyte file. :func:`pickletools.genops` reads each argument from the bytes
+    actually present and stops at the first inconsistency.
+    """
+    try:
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+    except (ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"malformed pickle stream ({exc}); the file is truncated or corrupt: delete it "
+            "and download it again"
+        ) from None
+
+
 def restricted_load(path: str | os.PathLike[str]) -> Any:
     """Unpickle a dataset file with :class:`RestrictedUnpickler` (``encoding="bytes"``).
 
@@ -174,8 +194,11 @@ def restricted_load(path: str | os.PathLike[str]) -> Any:
     """
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            return RestrictedUnpickler(f, encoding="bytes").load()
+        # Unpickle from memory: a corrupt length field then reads past the end ("truncated")
+        # instead of asking the file object for gigabytes.
+        data = p.read_bytes()
+        _check_pickle_stream(data)
+        return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except DataError as exc:
         raise DataError(f"{p}: {exc}") from None
     except (
@@ -186,6 +209,9 @@ def restricted_load(path: str | os.PathLike[str]) -> Any:
         AttributeError,
         IndexError,
         KeyError,
+        MemoryError,
+        OverflowError,
+        RecursionError,
     ) as exc:
         raise DataError(
             f"{p} is truncated or not a CIFAR pickle ({type(exc).__name__}: {exc}); delete it "
@@ -227,16 +253,27 @@ def read_cifar_pickle(
         if not isinstance(d, dict):
             raise DataError(f"{f} does not hold a dict, so it is not a CIFAR batch")
         try:
-            data = np.asarray(_get(d, "data"))
-            lab = np.asarray(_get(d, label_key), dtype=np.int64)
+            raw_data, raw_labels = _get(d, "data"), _get(d, label_key)
         except KeyError as exc:
             raise DataError(f"{f} has no {exc} entry, so it is not a CIFAR batch") from None
+        try:
+            data = np.asarray(raw_data)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise DataError(f"{f}: data is not an array ({exc}); the file is corrupt") from None
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             raise DataError(
                 f"{f}: data has shape {data.shape} and dtype {data.dtype}, expected (n, 3072) uint8"
             )
+        try:
+            lab = np.asarray(raw_labels, dtype=np.int64)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise DataError(
+                f"{f}: {label_key} is not a list of integers ({exc}); the file is corrupt"
+            ) from None
         if lab.shape != (data.shape[0],):
-            raise DataError(f"{f}: {lab.shape[0]} labels for {data.shape[0]} images")
+            raise DataError(
+                f"{f}: labels of shape {lab.shape} for {data.shape[0]} images; the file is corrupt"
+            )
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(lab)
     return np.concatenate(images), np.concatenate(labels)
@@ -308,7 +345,14 @@ def _tiny_listing(root: Path, split: str) -> tuple[list[str], list[Path], list[i
     wnids_file = root / "wnids.txt"
     if not wnids_file.is_file():
         raise DataError(f"{root} has no wnids.txt, so it is not a tiny-imagenet-200 directory")
-    wnids = sorted({w.strip() for w in wnids_file.read_text().split() if w.strip()})
+    wnids = sorted({w.strip() for w in _read_listing(wnids_file).split() if w.strip()})
+    bad = [w for w in wnids if not _is_plain_name(w)]
+    if bad or not wnids:
+        found = repr(bad[0]) if bad else "none"
+        raise DataError(
+            f"{wnids_file}: expected one wnid (a plain folder name) per line, found {found}; "
+            "the file is corrupt"
+        )
     index = {w: i for i, w in enumerate(wnids)}
     files: list[Path] = []
     labels: list[int] = []
@@ -326,12 +370,15 @@ def _tiny_listing(root: Path, split: str) -> tuple[list[str], list[Path], list[i
         if not ann.is_file():
             raise DataError(f"{ann} is missing; the tiny-imagenet-200 copy is incomplete")
         rows = []
-        for lineno, line in enumerate(ann.read_text().splitlines(), 1):
+        for lineno, line in enumerate(_read_listing(ann).splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split("\t")
             if len(parts) < 2 or parts[1] not in index:
                 raise DataError(f"{ann}:{lineno}: malformed line or unknown wnid: {line!r}")
+            if not _is_plain_name(parts[0]):
+                # Never follow a listed name out of val/images (``../``, absolute paths).
+                raise DataError(f"{ann}:{lineno}: {parts[0]!r} is not a plain image file name")
             rows.append((parts[0], index[parts[1]]))
         for name, lab in sorted(rows):
             files.append(root / "val" / "images" / name)
@@ -341,13 +388,31 @@ def _tiny_listing(root: Path, split: str) -> tuple[list[str], list[Path], list[i
     return wnids, files, labels
 
 
+def _read_listing(path: Path) -> str:
+    """Read a Tiny ImageNet text listing (ASCII wnids and file names)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not a text listing ({exc}); the file is corrupt") from None
+
+
+def _is_plain_name(name: str) -> bool:
+    """True for a single path component: no separators, ``..``, NUL or drive letters."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\\0:")
+        and name.isprintable()
+    )
+
+
 def _fingerprint(root: Path, files: list[Path], labels: list[int]) -> str:
     """Hash the listing (relative paths, sizes, labels) so a changed folder rebuilds the cache."""
     h = hashlib.sha256(f"v{_CACHE_VERSION}".encode())
     for p, lab in zip(files, labels):
         try:
             size = p.stat().st_size
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise DataError(f"{p} is listed but cannot be read ({exc})") from exc
         h.update(f"{p.relative_to(root).as_posix()}\0{size}\0{lab}\n".encode())
     return h.hexdigest()
@@ -365,7 +430,13 @@ def _cache_candidates(root: Path, split: str, cache_dir: Path | None) -> list[Pa
     return [root / name, fallback]
 
 
-def _load_cache(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _load_cache(
+    path: Path, key: str, count: int | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached ``(images, labels)``, or None when missing, stale, corrupt or malformed.
+
+    A cache is a derived file: anything wrong with it means "decode again", never an error.
+    """
     if not path.is_file():
         return None
     try:
@@ -373,10 +444,30 @@ def _load_cache(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
             if str(z["key"]) != key:
                 logger.info("cache %s is stale; rebuilding", path)
                 return None
-            return z["images"], z["labels"]
-    except (OSError, ValueError, KeyError, zlib.error) as exc:
+            images, labels = z["images"], z["labels"]
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        TypeError,
+        MemoryError,
+        zlib.error,
+        zipfile.BadZipFile,
+    ) as exc:
         logger.warning("ignoring unreadable cache %s (%s)", path, exc)
         return None
+    n = images.shape[0] if images.ndim else -1
+    if (
+        images.dtype != np.uint8
+        or images.shape[1:] != (3, _TINY_SIZE, _TINY_SIZE)
+        or labels.dtype != np.int64
+        or labels.shape != (n,)
+        or (count is not None and n != count)
+    ):
+        logger.warning("ignoring malformed cache %s", path)
+        return None
+    return images, labels
 
 
 def _write_cache(path: Path, images: np.ndarray, labels: np.ndarray, key: str) -> bool:
@@ -433,7 +524,7 @@ def read_tinyimagenet(
     key = _fingerprint(r, files, labels)
     candidates = _cache_candidates(r, split, Path(cache_dir) if cache_dir is not None else None)
     for c in candidates:
-        hit = _load_cache(c, key)
+        hit = _load_cache(c, key, len(files))
         if hit is not None:
             logger.debug("tinyimagenet %s loaded from cache %s", split, c)
             return hit[0], hit[1], wnids

@@ -33,6 +33,8 @@ def balanced_subset(
     """
     if (n is None) == (fraction is None):
         raise DataError("balanced_subset: pass exactly one of n= and fraction=")
+    if len(dataset) == 0:
+        raise DataError(f"balanced_subset: {dataset.name!r} is empty; check the dataset files")
     if fraction is not None:
         if not 0.0 < fraction <= 1.0:
             raise DataError(f"balanced_subset: fraction must be in (0, 1], got {fraction}")
@@ -45,6 +47,14 @@ def balanced_subset(
     per_class = torch.full((k,), n // k, dtype=torch.int64)
     per_class[torch.randperm(k, generator=gen)[: n % k]] += 1
     counts = dataset.class_counts().cpu()
+    absent = (counts == 0).nonzero().flatten().tolist()
+    if absent and int(per_class[absent].max()) > 0:
+        present = k - len(absent)
+        raise DataError(
+            f"balanced_subset: {dataset.name!r} has no samples of class(es) {absent[:10]} "
+            f"(only {present} of its {k} classes are present); a class-balanced subset "
+            "needs every class: is the dataset truncated or filtered?"
+        )
     short = (per_class > counts).nonzero().flatten().tolist()
     if short:
         c = short[0]

@@ -31,11 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from neuralign import distributed as dist_
 from neuralign.data import Dataset, TensorLoader, balanced_subset, load_dataset
 from neuralign.device import select_device
 from neuralign.errors import ConfigError
 from neuralign.experiment.config import PAM_VARIANTS, ExperimentConfig, parse_config
-from neuralign.io.atomic import atomic_write_text
+from neuralign.io.atomic import atomic_write_text, remove_stale_temporaries
 from neuralign.io.checkpoint import load_model, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class RunData:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write JSON atomically; in a distributed run on rank 0 only (the others wait)."""
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    dist_.on_main(lambda: atomic_write_text(path, text))
 
 
 def _read_json(path: Path) -> Any:
@@ -118,8 +121,25 @@ class Experiment:
                     "whose inputs changed are NOT recomputed: delete the folder for a "
                     "clean run)"
                 )
+
+    def _start(self, stages: tuple[str, ...]) -> None:
+        """Validate the inputs, then claim the run folder (write ``config.toml``).
+
+        Nothing is written before the data load and the model fits them, so a bad input
+        leaves no half-started run folder behind.
+        """
+        if any(s != "report" for s in stages):
+            from neuralign.checks import build_model, check_model_fits_data, check_training_data
+
+            check_training_data(self.data.train)
+            probe = build_model(self.cfg.model.arch, self._model_kwargs())
+            check_model_fits_data(probe, self.data.test, f"model {self.cfg.model.arch!r}")
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cfg_file, self.cfg.to_toml())
+        stale = dist_.on_main(lambda: remove_stale_temporaries(self.dir))
+        if stale:
+            logger.info("removed %d half-written temporary file(s) of a killed run", stale)
+        toml = self.cfg.to_toml()
+        dist_.on_main(lambda: atomic_write_text(self.dir / "config.toml", toml))
 
     def _timing(self, stage: str, seconds: float) -> None:
         path = self.dir / "timings.json"
@@ -192,12 +212,27 @@ class Experiment:
         shuffle: bool = False,
         augment: bool = False,
         seed: int = 0,
+        shard: bool = False,
     ) -> TensorLoader:
+        """A loader on the run's device; ``shard``: this rank's slice of global batches."""
         from neuralign.training.train import _default_augment
 
         aug = _default_augment(ds) if augment else None
+        world = dist_.world_size() if shard else 1
+        if batch % world:
+            raise ConfigError(
+                f"data.batch_size {batch} must be divisible by the number of processes {world}"
+            )
         return TensorLoader(
-            ds, batch_size=batch, shuffle=shuffle, augment=aug, device=self.device, seed=seed
+            ds,
+            batch_size=batch // world,
+            shuffle=shuffle,
+            augment=aug,
+            device=self.device,
+            seed=seed,
+            drop_last=world > 1,
+            rank=dist_.rank() if shard else 0,
+            world_size=world,
         )
 
     def _pgd(self) -> Any:
@@ -211,6 +246,7 @@ class Experiment:
     def run(self, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
         """Run (or resume) the given stages in order; return the report's results."""
         results: dict[str, Any] = {}
+        self._start(stages)
         for stage in STAGES:
             if stage not in stages:
                 continue
@@ -225,7 +261,7 @@ class Experiment:
 
     def stage_endpoints(self) -> str:
         """Train every seed's endpoint (resumable)."""
-        from neuralign.models import create_model
+        from neuralign.checks import build_model
         from neuralign.training import TrainConfig, evaluate_model, train_model
 
         c = self.cfg
@@ -238,7 +274,7 @@ class Experiment:
                 accs.append(_read_json(done)["test_acc"])
                 continue
             torch.manual_seed(seed)
-            model = create_model(c.model.arch, **self._model_kwargs())
+            model = build_model(c.model.arch, self._model_kwargs())
             tcfg = TrainConfig(
                 epochs=e.epochs,
                 batch_size=c.data.batch_size,
@@ -291,7 +327,7 @@ class Experiment:
         model = self.endpoint(self.cfg.endpoints.seeds[0])
         x = self.data.test.images[:2].float().div(255).to(self.device)
         spec = discover_spec(model, x)
-        spec.save(path)
+        dist_.on_main(lambda: spec.save(path))
         return spec
 
     def methods(self) -> list[str]:
@@ -339,11 +375,10 @@ class Experiment:
                         seed=c.seed,
                         progress=self.progress,
                     )
-                    save_checkpoint(
-                        out.with_suffix(".safetensors"),
-                        res.aligned_b,
-                        {"aligned_to_seed": a, "seed": b, "method": method},
-                    )
+                    meta = {"aligned_to_seed": a, "seed": b, "method": method}
+                    ckpt = out.with_suffix(".safetensors")
+                    aligned = res.aligned_b
+                    dist_.on_main(save_checkpoint, ckpt, aligned, meta)
                     info = {
                         "pair": [a, b],
                         "method": method,
@@ -410,6 +445,7 @@ class Experiment:
                         shuffle=True,
                         augment=c.data.augment,
                         seed=c.seed,
+                        shard=True,
                     )
                     res = train_curve(
                         curve,
@@ -488,7 +524,7 @@ class Experiment:
             else balanced_subset(train, n=p.score_subset, seed=c.seed + 2)
         )
         loader = self._loader(
-            train, c.data.batch_size, shuffle=True, augment=c.data.augment, seed=c.seed
+            train, c.data.batch_size, shuffle=True, augment=c.data.augment, seed=c.seed, shard=True
         )
         res = pam(
             self.endpoint(a),
@@ -503,13 +539,17 @@ class Experiment:
             checkpoint_dir=out / "pam",
             metadata={"pair": pair, "variant": variant, "seeds": [a, b]},
         )
-        res.curve.save(out / "curve.safetensors")
         align_file = self.dir / "align" / f"pair{pair}" / f"{variant}.json"
-        save_checkpoint(
-            align_file.with_suffix(".safetensors"),
-            res.aligned_b,
-            {"aligned_to_seed": a, "seed": b, "method": variant},
-        )
+
+        def write() -> None:
+            res.curve.save(out / "curve.safetensors")
+            save_checkpoint(
+                align_file.with_suffix(".safetensors"),
+                res.aligned_b,
+                {"aligned_to_seed": a, "seed": b, "method": variant},
+            )
+
+        dist_.on_main(write)
         summary = {
             "pair": [a, b],
             "method": variant,
@@ -585,7 +625,7 @@ class Experiment:
                         res = PathResult.load(out)
                     elif c.robust.enabled:
                         res = self._robust_path(i, variant, kind, bn)
-                        res.save(out)
+                        dist_.on_main(res.save, out)
                     else:
                         res = evaluate_path(
                             self.curve(i, variant, kind),
@@ -603,7 +643,7 @@ class Experiment:
                                 "seeds": list(c.pairs[i]),
                             },
                         )
-                        res.save(out)
+                        dist_.on_main(res.save, out)
                     parts.append(f"pair {i} {variant}-{kind}: min acc {res.min_accuracy:.2f}%")
         if c.eval.plane and "bezier" in c.curves.kinds:
             for variant in c.curves.variants:
@@ -625,14 +665,15 @@ class Experiment:
                     progress=self.progress,
                     metadata={"variant": variant, "pair": 0},
                 )
-                plane.save(out)
+                dist_.on_main(plane.save, out)
         return "; ".join(parts)
 
     def stage_report(self) -> str:
         """Write report.md, results.json, results.csv and the figures."""
         from neuralign.experiment.report import write_report
 
-        path = write_report(self.dir, provenance=self.provenance())
+        provenance = self.provenance()
+        path = dist_.on_main(lambda: write_report(self.dir, provenance=provenance))
         return f"report written to {path}"
 
     def provenance(self) -> dict[str, Any]:

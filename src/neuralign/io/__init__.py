@@ -1,6 +1,12 @@
 """Checkpoints and atomic file writes."""
 
-from neuralign.io.atomic import DiskFullError, atomic_path, atomic_write_bytes, atomic_write_text
+from neuralign.io.atomic import (
+    DiskFullError,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
 from neuralign.io.checkpoint import (
     check_state_dict,
     load_checkpoint,
@@ -14,6 +20,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "remove_stale_temporaries",
     "check_state_dict",
     "load_checkpoint",
     "load_model",

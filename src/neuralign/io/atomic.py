@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,24 +30,75 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
+        os.close(fd)
+        tmp = Path(tmp_name)
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
+    except BaseException as exc:
+        # Also on Ctrl-C (KeyboardInterrupt): the temporary file goes, the target stays.
+        # A full disk is diagnosed before the removal (which frees the space again).
+        try:
+            full = isinstance(exc, Exception) and _is_disk_full(exc, target.parent)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+        if full:
             raise DiskFullError(
                 f"disk full while writing {target}; the previous version is intact. "
                 "Free some space and re-run: finished work is kept."
             ) from exc
         raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+
+#: Below this much free space, a failed write is taken to be a full disk.
+_LOW_SPACE = 16 * 2**20
+
+
+def _is_disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` (or an exception it chains) reports a full disk.
+
+    ``OSError(ENOSPC)`` says so directly; writers implemented in C++/Rust (``torch.save``,
+    safetensors) raise their own errors ("file write failed"), so for those the free space
+    of ``folder`` decides.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    write_failed = False
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "ENOSPC" in text:
+            return True
+        write_failed = write_failed or "write" in text.lower()
+        e = e.__cause__ or e.__context__
+    if not write_failed:
+        return False
+    try:
+        return shutil.disk_usage(folder).free < _LOW_SPACE
+    except OSError:
+        return False
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Delete the temporary files that killed writers left under ``folder``; return how many.
+
+    A process killed inside :func:`atomic_path` cannot remove its ``.NAME.*.tmp`` file. Call
+    this when (re)starting work in a folder that no other process is writing to.
+    """
+    removed = 0
+    root = Path(folder)
+    if not root.is_dir():
+        return 0
+    for p in root.rglob(".*.tmp"):
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

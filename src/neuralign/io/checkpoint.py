@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from neuralign.errors import CheckpointError
+from neuralign.errors import CheckpointError, ConfigError
 from neuralign.io.atomic import atomic_path
 
 METADATA_KEY = "neuralign"
@@ -79,8 +80,11 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
         with safe_open(str(p), framework="pt") as fh:
             header = fh.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{p}: not a readable safetensors file ({exc})") from exc
+    except _PARSE_ERRORS as exc:
+        raise CheckpointError(
+            f"{p}: not a readable safetensors file ({type(exc).__name__}: {exc}); it is "
+            "truncated or corrupt: re-create or re-download it"
+        ) from exc
     raw = header.get(METADATA_KEY)
     if raw is None:
         return {}
@@ -91,6 +95,44 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise CheckpointError(f"{p}: corrupt neuralign metadata (not an object)")
     return meta
+
+
+# What the third-party parsers (safetensors, torch's weights-only unpickler) raise on a
+# corrupt file: a flipped byte in a pickle stream can surface as almost any of these. They
+# are caught only around the parse of an untrusted file and re-raised as CheckpointError.
+_PARSE_ERRORS: tuple[type[BaseException], ...] = (
+    SafetensorError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+)
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """True when torch's weights-only unpickler refused a global (a non-tensor object)."""
+    text = str(exc)
+    return "Weights only load failed" in text and (
+        "Unsupported global" in text or "GLOBAL" in text or "not an allowed global" in text
+    )
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """The informative line of a (possibly multi-line, boilerplate-laden) parser error."""
+    boiler = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(boiler)] or lines or [type(exc).__name__]
+    text = useful[-1] if "WeightsUnpickler error" in useful[0] else useful[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:
@@ -131,19 +173,32 @@ def load_checkpoint(
         meta = read_metadata(p)
         try:
             state = load_file(str(p), device=str(device))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{p}: corrupt or truncated safetensors file ({exc})") from exc
+        except _PARSE_ERRORS as exc:
+            raise CheckpointError(
+                f"{p}: corrupt or truncated safetensors file ({type(exc).__name__}: {exc}); "
+                "re-create or re-download it"
+            ) from exc
     else:
         try:
-            obj = torch.load(str(p), map_location=device, weights_only=True)
+            with warnings.catch_warnings():  # torch warns about unusual pickle protocols
+                warnings.simplefilter("ignore")
+                obj = torch.load(str(p), map_location=device, weights_only=True)
         except pickle.UnpicklingError as exc:
+            if not _is_refusal(exc):
+                raise CheckpointError(
+                    f"{p}: corrupt, or not a weights-only checkpoint ({_short(exc)}); "
+                    "re-save it with torch.save(model.state_dict())"
+                ) from exc
             raise CheckpointError(
                 f"{p}: refused to load: the file contains pickled objects other than tensors "
                 "(only weights-only checkpoints are accepted; re-save it with "
                 "torch.save(model.state_dict()))"
             ) from exc
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise CheckpointError(f"{p}: corrupt or truncated checkpoint ({exc})") from exc
+        except _PARSE_ERRORS as exc:
+            raise CheckpointError(
+                f"{p}: corrupt or truncated checkpoint ({type(exc).__name__}: {_short(exc)}); "
+                "re-create or re-download it"
+            ) from exc
         state = _extract_state_dict(obj, p)
         meta = {}
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -202,17 +257,35 @@ def load_model(
     from neuralign.models import create_model
 
     state, meta = load_checkpoint(path, device="cpu")
-    spec = dict(meta.get("arch") or {})
+    spec = meta.get("arch") or {}
+    if not isinstance(spec, dict) or not isinstance(spec.get("kwargs") or {}, dict):
+        raise CheckpointError(f"{path}: malformed architecture metadata {spec!r:.100}")
     name = arch or spec.get("name")
     if not name:
         raise CheckpointError(
             f"{path}: carries no architecture metadata; pass arch=... (CLI: --arch NAME) "
             "and its arguments"
         )
+    if not isinstance(name, str):
+        raise CheckpointError(f"{path}: malformed architecture name {name!r:.60}")
     kwargs = dict(spec.get("kwargs") or {}) if spec.get("name") == name else {}
     kwargs.update(arch_kwargs)
+    # Build on the meta device first: untrusted metadata must not allocate (or crash) before
+    # its shapes are checked against the tensors actually in the file.
+    try:
+        with torch.device("meta"):
+            probe = create_model(name, **kwargs)
+    except ConfigError as exc:
+        if arch is not None:
+            raise
+        raise CheckpointError(f"{path}: its architecture metadata is invalid: {exc}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError, AssertionError) as exc:
+        raise CheckpointError(
+            f"{path}: its architecture {name}({kwargs!r:.120}) cannot be built "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    check_state_dict(probe, state, str(path))
     model = create_model(name, **kwargs)
-    check_state_dict(model, state, str(path))
     model.load_state_dict(state)
     model.eval()
     return model.to(device)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from neuralign import distributed as dist_
 from neuralign.curves.base import functional_forward
 from neuralign.errors import DataError
 
@@ -56,15 +57,16 @@ class _PooledMoments:
 
     def update(self, x: Tensor) -> None:
         acc = torch.float32 if x.device.type == "mps" else torch.float64
-        xd = x.detach().to(acc)
+        xd = x.detach()
         dims = [d for d in range(xd.dim()) if d != 1]
         n = xd.numel() // xd.shape[1]
         if n == 0:
             return
-        mean_b = xd.mean(dim=dims)
-        shape = [1] * xd.dim()
-        shape[1] = -1
-        m2_b = (xd - mean_b.view(shape)).pow(2).sum(dim=dims)
+        # One fused pass (Welford inside ATen, accumulating in double for float inputs on
+        # CPU) gives the batch's moments; batches are then merged exactly in float64.
+        var_b, mean_b = torch.var_mean(xd, dim=dims, correction=0)
+        mean_b = mean_b.to(acc)
+        m2_b = var_b.to(acc) * n
         if self.mean is None or self.m2 is None:
             self.count, self.mean, self.m2 = n, mean_b, m2_b
             return
@@ -74,6 +76,48 @@ class _PooledMoments:
         self.m2 = self.m2 + m2_b + delta.pow(2) * (self.count * n / total)
         self.count = total
 
+    def merge_(self, count: int, mean: Tensor, m2: Tensor) -> None:
+        """Fold in the moments of other data (Chan et al.'s pairwise update)."""
+        if count == 0:
+            return
+        if self.mean is None or self.m2 is None or self.count == 0:
+            self.count, self.mean, self.m2 = count, mean.clone(), m2.clone()
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (count / total)
+        self.m2 = self.m2 + m2 + delta.pow(2) * (self.count * count / total)
+        self.count = total
+
+
+def _reduce_moments(
+    moments: dict[str, _PooledMoments], channels: dict[str, int], device: torch.device
+) -> None:
+    """Replace every rank's moments by the pooled moments of all ranks (in rank order).
+
+    Each rank packs ``[count, mean, m2]`` of every layer into one float64 vector; the vectors
+    are all-gathered and merged rank by rank, so every rank ends with the same statistics.
+    """
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64
+    parts = []
+    for name, acc in moments.items():
+        c = channels[name]
+        if acc.mean is None or acc.m2 is None:
+            parts.append(torch.zeros(1 + 2 * c, dtype=acc_dtype, device=device))
+        else:
+            head = torch.tensor([float(acc.count)], dtype=acc_dtype, device=device)
+            parts.append(torch.cat([head, acc.mean.to(device), acc.m2.to(device)]))
+    gathered = dist_.all_gather(torch.cat(parts))
+    for acc in moments.values():
+        acc.count, acc.mean, acc.m2 = 0, None, None
+    for flat in gathered:
+        offset = 0
+        for name, acc in moments.items():
+            c = channels[name]
+            chunk = flat[offset : offset + 1 + 2 * c]
+            offset += 1 + 2 * c
+            acc.merge_(int(chunk[0].item()), chunk[1 : 1 + c], chunk[1 + c :])
+
 
 def recompute_bn(
     model: nn.Module,
@@ -82,6 +126,7 @@ def recompute_bn(
     *,
     max_batches: int | None = None,
     device: str | torch.device | None = None,
+    distributed: bool | None = None,
 ) -> dict[str, Tensor]:
     """Return ``state`` with every BatchNorm's running statistics recomputed on ``data``.
 
@@ -103,6 +148,14 @@ def recompute_bn(
     *within-batch* variance, which misses the spread of the batch means. The pooled values
     here are exact for any batching. ``num_batches_tracked`` is set to the number of batches.
 
+    In a distributed run (``distributed=None``: whenever a multi-process group is
+    initialised) every rank must pass the same ``data``: rank ``r`` forwards the batches
+    ``i`` with ``i % world_size == r`` (of the first ``max_batches``), each exactly as a
+    single process would (so train-mode BatchNorm normalises with the same batch
+    statistics), and the pooled count, mean and squared deviations of every layer are
+    gathered and merged across ranks: every rank returns the single-process statistics (up
+    to float64 rounding of the merge order).
+
     With a ``BatchNorm1d`` layer, batches of a single sample are skipped with a warning
     (PyTorch cannot normalise them in train mode).
 
@@ -117,6 +170,7 @@ def recompute_bn(
             reference's choice.
         max_batches: Use at most this many batches.
         device: Where to run; defaults to the device of the state's tensors.
+        distributed: Shard the batches and reduce across ranks (default: when distributed).
 
     Returns:
         A new dict: the same tensors as ``state`` except the BatchNorm running statistics.
@@ -129,6 +183,7 @@ def recompute_bn(
         return dict(state)
     first = next(iter(state.values()))
     dev = torch.device(device) if device is not None else first.device
+    shard = dist_.is_distributed() if distributed is None else distributed
     work = {k: v.to(dev) for k, v in state.items()}
     prefixes = {name: (f"{name}." if name else "") for name, _ in bns}
     for name, _ in bns:
@@ -152,8 +207,9 @@ def recompute_bn(
 
             handles.append(m.register_forward_pre_hook(hook))
         with torch.no_grad():
-            for batch in data:
-                if max_batches is not None and batches >= max_batches:
+            stream = dist_.shard_batches(data, limit=max_batches) if shard else data
+            for batch in stream:
+                if not shard and max_batches is not None and batches >= max_batches:
                     break
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
                 if skip_single and x.shape[0] == 1:
@@ -174,6 +230,10 @@ def recompute_bn(
             "use them in train mode)",
             stacklevel=2,
         )
+    if shard:
+        channels = {name: state[prefixes[name] + "running_mean"].numel() for name, _ in bns}
+        _reduce_moments(moments, channels, dev)
+        batches = int(dist_.all_reduce_sum([batches])[0])
     if batches == 0:
         raise DataError("recompute_bn: the BatchNorm data yielded no usable batch")
     out = dict(state)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from neuralign import distributed as dist_
 from neuralign.curves.base import functional_forward, parameter_distance
 from neuralign.errors import ConfigError, DataError
 from neuralign.models.common import split_logits
@@ -54,34 +55,47 @@ def evaluate_state(
     data: Iterable[Any],
     *,
     device: str | torch.device | None = None,
+    distributed: bool | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (%) of ``model`` at ``state`` on ``data``, eval mode.
+
+    The sums are kept on the device (one host synchronisation at the end). In a distributed
+    run (``distributed=None``: whenever a multi-process group is initialised) every rank
+    must pass the same ``data``; each evaluates every ``world_size``-th batch and the loss
+    sum, correct count and sample count are all-reduced, so every rank returns the
+    single-process result (up to float64 summation order).
 
     Args:
         model: The architecture (its train/eval flags are restored afterwards).
         state: Full state dict.
         data: Iterable of ``(x, y)`` batches.
         device: Where to run; default: the device of the state's tensors.
+        distributed: Shard and reduce across ranks (default: when distributed).
 
     Returns:
         ``(loss, accuracy)`` averaged over samples (not batches).
     """
     dev = torch.device(device) if device is not None else next(iter(state.values())).device
+    shard = dist_.is_distributed() if distributed is None else distributed
     work = {k: v.to(dev) for k, v in state.items()}
     modes = {m: m.training for m in model.modules()}
-    total_loss, correct, n = 0.0, 0, 0
+    # loss sum, correct, count: float64 on the device (exact counts below 2**53)
+    sums = torch.zeros(3, dtype=torch.float64, device=dev)
     try:
         model.eval()
         with torch.no_grad():
-            for x, y in data:
+            for x, y in dist_.shard_batches(data) if shard else data:
                 x, y = x.to(dev), y.to(dev)
                 logits, _ = split_logits(functional_forward(model, work, x))
-                total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
-                n += int(y.shape[0])
+                sums[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                sums[1] += (logits.argmax(1) == y).sum()
+                sums[2] += y.shape[0]
     finally:
         for m, flag in modes.items():
             m.training = flag
+    if shard:
+        dist_.all_reduce_(sums)
+    total_loss, correct, n = sums.tolist()
     if n == 0:
         raise DataError("evaluate_state: the data yielded no batch")
     return total_loss / n, 100.0 * correct / n

@@ -97,8 +97,8 @@ def plot_paths(
         ax.set_xlim(0.0, 1.0)
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
-        ax.set_title(_LABELS[m] + " along the path")
-    if title is not None:
+        ax.set_title(_LABELS[m] + " along the path" if title is None or len(metrics) > 1 else title)
+    if title is not None and len(metrics) > 1:
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, out, dpi)

@@ -13,6 +13,7 @@ by hand with :meth:`PermutationSpec.from_axes`, and round-trips through JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -308,22 +309,35 @@ class PermutationSpec:
         Raises:
             SpecError: If ``data`` is not a permutation spec of a known version.
         """
+        if not isinstance(data, Mapping):
+            raise SpecError(f"not a permutation spec (a {type(data).__name__}, not an object)")
         if data.get("format") != _FORMAT:
             raise SpecError(f"not a permutation spec (format={data.get('format')!r})")
         if data.get("version") != _VERSION:
             raise SpecError(f"unsupported permutation spec version {data.get('version')!r}")
         try:
             groups: dict[str, Group] = {}
-            for g in data["groups"]:
-                groups[g["name"]] = Group(
-                    name=str(g["name"]),
-                    size=int(g["size"]),
-                    members=tuple(AxisMember(**m) for m in g["members"]),
-                    taps=tuple(Tap(**t) for t in g.get("taps", [])),
+            for g in _typed(data["groups"], list, "groups"):
+                name = _typed(_typed(g, dict, "group")["name"], str, "group name")
+                size = _typed(g["size"], int, f"group {name!r} size")
+                if size < 1:
+                    raise SpecError(f"group {name!r} has size {size}; sizes must be >= 1")
+                groups[name] = Group(
+                    name=name,
+                    size=size,
+                    members=tuple(
+                        _record(AxisMember, m, f"member of group {name!r}")
+                        for m in _typed(g["members"], list, f"group {name!r} members")
+                    ),
+                    taps=tuple(
+                        _record(Tap, t, f"tap of group {name!r}")
+                        for t in _typed(g.get("taps", []), list, f"group {name!r} taps")
+                    ),
                 )
-        except (KeyError, TypeError) as exc:
-            raise SpecError(f"malformed permutation spec: {exc}") from exc
-        return cls(groups, dict(data.get("meta", {})))
+            meta = _typed(data.get("meta", {}), dict, "meta")
+        except KeyError as exc:
+            raise SpecError(f"malformed permutation spec: missing field {exc}") from None
+        return cls(groups, dict(meta))
 
     def to_json(self, indent: int | None = 1) -> str:
         """Serialise to a JSON string."""
@@ -344,12 +358,68 @@ class PermutationSpec:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PermutationSpec:
-        """Read a spec written by :meth:`save`."""
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_json(fh.read())
+        """Read a spec written by :meth:`save`.
+
+        Raises:
+            SpecError: If the file is missing, unreadable or not a valid spec.
+        """
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            raise SpecError(f"permutation spec not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"cannot read permutation spec {path}: {exc}") from None
+        try:
+            return cls.from_json(text)
+        except SpecError as exc:
+            raise SpecError(f"{path}: {exc}") from None
 
     def __str__(self) -> str:
         return format_spec_table(self)
+
+
+# Field annotations are strings (``from __future__ import annotations``).
+_FIELD_TYPES: dict[Any, tuple[type, ...]] = {
+    "int": (int,),
+    "str": (str,),
+    "str | None": (str, type(None)),
+}
+
+
+def _typed(value: Any, tp: type, what: str) -> Any:
+    """Return ``value`` if it is a ``tp`` (``bool`` is not an ``int`` here), else raise."""
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise SpecError(
+            f"malformed permutation spec: {what} must be a {tp.__name__}, got {value!r:.60}"
+        )
+    return value
+
+
+def _record(cls: Any, raw: Any, what: str) -> Any:
+    """Build the frozen dataclass ``cls`` from a JSON object, checking every field's type."""
+    _typed(raw, dict, what)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise SpecError(f"malformed permutation spec: {what} has unknown fields {unknown}")
+    for name, value in raw.items():
+        allowed = _FIELD_TYPES.get(fields[name].type, ())
+        bad_bool = isinstance(value, bool) and int in allowed
+        if allowed and (not isinstance(value, allowed) or bad_bool):
+            raise SpecError(
+                f"malformed permutation spec: {what}: {name} = {value!r:.60} has the wrong type"
+            )
+    try:
+        rec = cls(**raw)
+    except TypeError as exc:  # a required field is missing
+        raise SpecError(f"malformed permutation spec: {what}: {exc}") from None
+    for name in ("axis", "start", "size", "dim"):
+        if isinstance(getattr(rec, name, 0), int) and getattr(rec, name, 0) < 0:
+            raise SpecError(f"malformed permutation spec: {what}: {name} must be >= 0")
+    if getattr(rec, "inner", 1) < 1:
+        raise SpecError(f"malformed permutation spec: {what}: inner must be >= 1")
+    return rec
 
 
 def _join(items: Iterable[str], limit: int | None) -> str:

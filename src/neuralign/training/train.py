@@ -21,11 +21,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from neuralign import distributed as dist_
+from neuralign.checks import check_model_fits_data, check_training_data
 from neuralign.data import Augment, Dataset, TensorLoader
 from neuralign.device import select_device
-from neuralign.errors import ConfigError, DataError
+from neuralign.errors import CheckpointError, ConfigError
 from neuralign.io.atomic import atomic_path, atomic_write_text
-from neuralign.io.checkpoint import load_checkpoint, save_checkpoint
+from neuralign.io.checkpoint import (
+    check_state_dict,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from neuralign.training.evaluate import evaluate_model
 from neuralign.training.losses import classification_loss
 from neuralign.training.schedules import lr_at
@@ -52,6 +59,7 @@ class TrainConfig:
     aux_weight: float = 0.3  # weight of auxiliary heads' losses (GoogLeNet)
     seed: int = 0  # data order, augmentation and dropout
     amp: bool = True  # bf16 autocast + channels-last on CUDA (ignored elsewhere)
+    compile: bool = False  # torch.compile the model (GPU fast path; compiling takes a while)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid field."""
@@ -83,6 +91,44 @@ def _default_augment(dataset: Dataset) -> Augment:
     return Augment(crop_padding=max(1, h // 8), flip=dataset.images.shape[1] == 3, rotation=15.0)
 
 
+def _parallel_model(model: nn.Module, device: torch.device, compile: bool) -> nn.Module:
+    """What the training loop calls: ``model``, wrapped in DDP when distributed, compiled.
+
+    ``DistributedDataParallel`` broadcasts rank 0's weights at construction and averages
+    gradients during the backward pass (overlapping the all-reduce with it). BatchNorm
+    layers keep per-rank batch statistics (convert with ``nn.SyncBatchNorm`` for global
+    ones); DDP re-broadcasts rank 0's buffers (running statistics) before each forward.
+    The returned module shares parameters with ``model``, whose state dict stays unprefixed.
+    """
+    net: nn.Module = model
+    if dist_.is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = None
+        if device.type == "cuda":
+            ids = [device.index if device.index is not None else torch.cuda.current_device()]
+        net = DistributedDataParallel(model, device_ids=ids)
+    if compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+    return net
+
+
+def _load_trainer_state(path: Path, device: torch.device) -> dict[str, Any]:
+    """Read ``trainer.pt`` (weights-only), raising CheckpointError when it is unusable."""
+    from neuralign.io.checkpoint import _PARSE_ERRORS
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except _PARSE_ERRORS as exc:
+        raise CheckpointError(
+            f"{path}: unreadable training state ({type(exc).__name__}); delete the folder's "
+            "trainer.pt to restart training from scratch"
+        ) from None
+    if not isinstance(state, dict) or not {"optimizer", "rng", "epoch"} <= set(state):
+        raise CheckpointError(f"{path} is not a neuralign training state; delete it to restart")
+    return state
+
+
 def train_model(
     model: nn.Module,
     train_data: Dataset,
@@ -96,6 +142,16 @@ def train_model(
     metadata: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD; checkpoint and resume through ``out_dir``.
+
+    Under ``torchrun`` (a process group initialised, e.g. by the CLI through
+    :func:`neuralign.distributed.init_from_env`) the model is wrapped in
+    ``DistributedDataParallel``; ``config.batch_size`` is the *global* batch, each rank
+    loading its ``batch_size / world_size`` slice of every global batch
+    (:class:`~neuralign.data.TensorLoader` sharding, incomplete last global batch dropped),
+    so with a mean loss ``N`` processes follow the single-process run (exactly, up to float
+    rounding, for models without BatchNorm or dropout: BatchNorm uses per-rank batch
+    statistics, dropout per-rank masks). Metrics are all-reduced, test evaluation is
+    sharded, and only rank 0 writes ``out_dir``.
 
     Args:
         model: the network (from :func:`neuralign.create_model` or any module).
@@ -115,23 +171,35 @@ def train_model(
     """
     cfg = config or TrainConfig()
     cfg.validate()
-    if len(train_data.labels) == 0:
-        raise DataError("training set is empty")
+    check_training_data(train_data)
+    check_model_fits_data(model, train_data)
+    if test_data is not None:
+        check_model_fits_data(model, test_data)
     dev = select_device(device)
     use_amp = cfg.amp and dev.type == "cuda"
     model.to(dev)
     if use_amp:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    world = dist_.world_size()
+    if cfg.batch_size % world:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
+            f"number of processes {world}"
+        )
+    net = _parallel_model(model, dev, cfg.compile)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     loader = TensorLoader(
         train_data,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.batch_size // world,
         shuffle=True,
         augment=_default_augment(train_data) if cfg.augment else None,
         device=dev,
         seed=cfg.seed,
+        drop_last=world > 1,
+        rank=dist_.rank(),
+        world_size=world,
     )
     test_loader = (
         TensorLoader(test_data, batch_size=max(256, cfg.batch_size), device=dev)
@@ -140,28 +208,45 @@ def train_model(
     )
     result = TrainResult()
     start_epoch = 0
+    base_meta = dict(metadata or {})
+    base_meta.update({"seed": cfg.seed, "train_config": cfg.__dict__})
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "model.safetensors" if out else None
     trainer_file = out / "trainer.pt" if out else None
     metrics_file = out / "metrics.jsonl" if out else None
-    if out and ckpt and trainer_file and ckpt.exists() and trainer_file.exists():
-        state, meta = load_checkpoint(ckpt, device=dev)
-        model.load_state_dict(state)
-        tstate = torch.load(trainer_file, map_location=dev, weights_only=True)
+    if out and trainer_file and trainer_file.exists():
+        # trainer.pt is the resume point: it is written first each epoch and holds the
+        # weights, so a kill between it and model.safetensors loses nothing (the published
+        # checkpoint is brought up to date below).
+        tstate = _load_trainer_state(trainer_file, dev)
+        if "model" in tstate:
+            check_state_dict(model, tstate["model"], str(trainer_file))
+            model.load_state_dict(tstate["model"])
+        elif ckpt and ckpt.exists():  # written by an older version: weights live in ckpt
+            state, _ = load_checkpoint(ckpt, device=dev)
+            model.load_state_dict(state)
+        else:
+            raise CheckpointError(f"{trainer_file} has no weights and {ckpt} is missing")
         optimizer.load_state_dict(tstate["optimizer"])
         torch.set_rng_state(tstate["rng"].cpu())
         start_epoch = int(tstate["epoch"]) + 1
         result.resumed_from_epoch = start_epoch
-        if metrics_file and metrics_file.exists():
+        if "history" in tstate:
+            result.history = [dict(r) for r in tstate["history"]][:start_epoch]
+        elif metrics_file and metrics_file.exists():
             result.history = [
                 json.loads(line) for line in metrics_file.read_text().splitlines() if line
             ]
             result.history = result.history[:start_epoch]
+        if ckpt and metrics_file and start_epoch > 0 and result.history and dist_.is_main():
+            meta_now = read_metadata(ckpt) if ckpt.exists() else {}
+            if meta_now.get("epoch") != start_epoch - 1:
+                last = result.history[-1]
+                save_checkpoint(ckpt, model, dict(base_meta, epoch=start_epoch - 1, metrics=last))
+            atomic_write_text(metrics_file, "".join(json.dumps(r) + "\n" for r in result.history))
         logger.info("resuming %s from epoch %d", out, start_epoch)
     else:
         torch.manual_seed(cfg.seed)
-    base_meta = dict(metadata or {})
-    base_meta.update({"seed": cfg.seed, "train_config": cfg.__dict__})
 
     bar = tqdm(
         range(start_epoch, cfg.epochs),
@@ -169,7 +254,7 @@ def train_model(
         initial=start_epoch,
         desc="train",
         unit="epoch",
-        disable=not progress,
+        disable=not (progress and dist_.is_main()),
         leave=False,
     )
     autocast = (
@@ -201,7 +286,7 @@ def train_model(
                 x = attack(model, x, y)
                 model.train()
             with autocast():
-                out_ = model(x)
+                out_ = net(x)
                 loss, logits = classification_loss(out_, y, cfg.aux_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -209,6 +294,11 @@ def train_model(
             loss_sum += loss.detach().double() * y.numel()
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.numel()
+        if world > 1:  # one collective per epoch: loss sum, correct, count
+            totals = dist_.all_reduce_(
+                torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(seen)])
+            )
+            loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
         train_loss = float(loss_sum) / seen
         if not torch.isfinite(torch.tensor(train_loss)):
             raise ConfigError(
@@ -229,19 +319,26 @@ def train_model(
             loss=f"{train_loss:.3f}",
             acc=f"{row.get('test_acc', row['train_acc']):.1f}",
         )
-        if out and ckpt and trainer_file and metrics_file:
-            meta = dict(base_meta, epoch=epoch, metrics=row)
-            save_checkpoint(ckpt, model, meta)
+        if out and ckpt and trainer_file and metrics_file and dist_.is_main():
+            # Resume state first (weights, optimizer, RNG, history: one atomic file), then
+            # the published checkpoint and log, which a resume can regenerate from it.
             with atomic_path(trainer_file) as tmp:
                 torch.save(
                     {
+                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                         "optimizer": optimizer.state_dict(),
                         "rng": torch.get_rng_state(),
                         "epoch": epoch,
+                        "history": result.history,
                     },
                     tmp,
                 )
+            meta = dict(base_meta, epoch=epoch, metrics=row)
+            save_checkpoint(ckpt, model, meta)
             atomic_write_text(metrics_file, "".join(json.dumps(r) + "\n" for r in result.history))
+    if test_loader is not None and result.test_acc is None:  # resumed a finished run
+        result.test_loss, result.test_acc = evaluate_model(model, test_loader, device=dev)
+    dist_.barrier()  # rank 0's files are complete before any rank goes on
     if out and ckpt:
         result.checkpoint = ckpt
     model.eval()
