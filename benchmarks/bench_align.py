@@ -1,8 +1,9 @@
 """Alignment cost vs its floor (issue: wall time and peak memory of ``align``).
 
 For each model: wall time of ``align(method="correlation")`` over N images divided by the
-wall time of plain forward passes of both models over the same images (same batch size,
-eval mode, no grad) — the floor, since alignment needs exactly those passes. Peak memory:
+wall time of plain forward passes of both models over the same images (same batches, split
+into the same 4 micro-batches that align's lock-step pass uses — on CPU small batches are
+faster, so this is the honest floor; eval mode, no grad). Peak memory:
 each measurement runs in a fresh subprocess; we report the peak RSS growth over the
 process's RSS just before the measured work (data and models already loaded, one warm-up
 batch done), for ``align`` and for the plain forward passes, and their ratio.
@@ -55,8 +56,10 @@ def _child(arch: str, mode: str, images: int, batch: int, dataset: str) -> dict[
     if mode == "forward":
         with torch.no_grad():
             for x, _ in loader:
-                a(x)
-                b(x)
+                # the same micro-batches as align's lock-step pass (4 per batch)
+                for chunk in x.split(-(-x.shape[0] // 4)):
+                    a(chunk)
+                    b(chunk)
     else:
         align(a, b, loader, method="correlation", spec=spec)
     dt = time.perf_counter() - t0

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "train": ("bench_train", ["--models", "mlp", "tinyten", "resnet20", "resnet32", "vgg11"]),
     "align": ("bench_align", []),
     "curve": ("bench_curve", []),
+    "barrier": ("bench_barrier", []),
 }
 
 
