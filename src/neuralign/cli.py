@@ -710,6 +710,41 @@ def interpolate_cmd(
         click.echo(f"path written to {out}")
 
 
+def _curve_sgd_options(f: Any) -> Any:
+    """Attach the curve-training SGD options shared by `curve` and `pam` (METHOD §3)."""
+    opts = [
+        click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
+        click.option(
+            "--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True
+        ),
+        click.option(
+            "--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True
+        ),
+        click.option(
+            "--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True
+        ),
+        click.option(
+            "--schedule",
+            type=click.Choice(["step", "cosine", "constant"]),
+            default="step",
+            show_default=True,
+        ),
+        click.option("--lr-step", type=click.IntRange(min=1), default=20, show_default=True),
+        click.option("--lr-gamma", type=float, default=0.5, show_default=True),
+        click.option("--augment/--no-augment", default=True, show_default=True),
+        click.option(
+            "--train-subset",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Train on a class-balanced subset of this many images.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 @cli.command("curve")
 @click.argument("model_a", type=click.Path())
 @click.argument("model_b", type=click.Path())
@@ -725,28 +760,7 @@ def interpolate_cmd(
     help="Control points including the endpoints (3 = quadratic Bezier).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=250, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True)
-@click.option(
-    "--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True
-)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
-@click.option(
-    "--schedule",
-    type=click.Choice(["step", "cosine", "constant"]),
-    default="step",
-    show_default=True,
-)
-@click.option("--lr-step", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--lr-gamma", type=float, default=0.5, show_default=True)
-@click.option("--augment/--no-augment", default=True, show_default=True)
-@click.option(
-    "--train-subset",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Train on a class-balanced subset of this many images.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
+@_curve_sgd_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -864,28 +878,7 @@ def curve_cmd(
 )
 @click.option("--epochs", type=click.IntRange(min=0), default=250, show_default=True,
               help="Curve-training epochs of each curve step (paper: 250).")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True)
-@click.option(
-    "--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True
-)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
-@click.option(
-    "--schedule",
-    type=click.Choice(["step", "cosine", "constant"]),
-    default="step",
-    show_default=True,
-)
-@click.option("--lr-step", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--lr-gamma", type=float, default=0.5, show_default=True)
-@click.option("--augment/--no-augment", default=True, show_default=True)
-@click.option(
-    "--train-subset",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Train on a class-balanced subset of this many images.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
+@_curve_sgd_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
