@@ -432,6 +432,17 @@ def spec_cmd(
         click.echo(f"spec written to {out}")
 
 
+def _load_pair(model_a: str, model_b: str, dev: Any) -> tuple[Any, Any]:
+    """Load two checkpoints and check they are of one architecture (same keys and shapes)."""
+    from neuralign.io import load_model
+    from neuralign.io.checkpoint import check_state_dict
+
+    a = load_model(model_a, device=dev)
+    b = load_model(model_b, device=dev)
+    check_state_dict(a, b.state_dict(), f"{model_b} vs {model_a}")
+    return a, b
+
+
 def _print_alignment(res: Any) -> None:
     rows = []
     for r in res.table():
@@ -514,13 +525,10 @@ def align_cmd(
     from neuralign.align import align
     from neuralign.align.plot import plot_correlation
     from neuralign.device import select_device
-    from neuralign.io import load_model, read_metadata, save_checkpoint
-    from neuralign.io.checkpoint import check_state_dict
+    from neuralign.io import read_metadata, save_checkpoint
 
     dev = select_device(device)
-    a = load_model(model_a, device=dev)
-    b = load_model(model_b, device=dev)
-    check_state_dict(a, b.state_dict(), f"{model_b} vs {model_a}")
+    a, b = _load_pair(model_a, model_b, dev)
     train = _load_data(dataset, data_dir, download, "train")
     _check_fits(a, train, model_a)
     data: Any = train
@@ -683,13 +691,9 @@ def interpolate_cmd(
     """Evaluate the straight line between two checkpoints (BN recomputed at each t)."""
     from neuralign.curves import Line
     from neuralign.device import select_device
-    from neuralign.io import load_model
-    from neuralign.io.checkpoint import check_state_dict
 
     dev = select_device(device)
-    a = load_model(model_a, device=dev)
-    b = load_model(model_b, device=dev)
-    check_state_dict(a, b.state_dict(), f"{model_b} vs {model_a}")
+    a, b = _load_pair(model_a, model_b, dev)
     res = _evaluate(
         Line(a, b).to(dev),
         dataset,
@@ -796,14 +800,10 @@ def curve_cmd(
     from neuralign.curves import Bezier, PolyChain, train_curve
     from neuralign.data import TensorLoader, balanced_subset
     from neuralign.device import select_device
-    from neuralign.io import load_model
-    from neuralign.io.checkpoint import check_state_dict
     from neuralign.training.train import _default_augment
 
     dev = select_device(device)
-    a = load_model(model_a, device=dev)
-    b = load_model(model_b, device=dev)
-    check_state_dict(a, b.state_dict(), f"{model_b} vs {model_a}")
+    a, b = _load_pair(model_a, model_b, dev)
     train = _load_data(dataset, data_dir, download, "train")
     _check_fits(a, train, model_a)
     if train_subset:
@@ -926,14 +926,11 @@ def pam_cmd(
     from neuralign.align.pam import PAMConfig, pam
     from neuralign.data import TensorLoader, balanced_subset
     from neuralign.device import select_device
-    from neuralign.io import load_model, save_checkpoint
-    from neuralign.io.checkpoint import check_state_dict
+    from neuralign.io import save_checkpoint
     from neuralign.training.train import _default_augment
 
     dev = select_device(device)
-    a = load_model(model_a, device=dev)
-    b = load_model(model_b, device=dev)
-    check_state_dict(a, b.state_dict(), f"{model_b} vs {model_a}")
+    a, b = _load_pair(model_a, model_b, dev)
     train = _load_data(dataset, data_dir, download, "train")
     _check_fits(a, train, model_a)
     if train_subset:

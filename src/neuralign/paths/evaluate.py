@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -101,6 +101,32 @@ def evaluate_state(
     return total_loss / n, 100.0 * correct / n
 
 
+def path_states(
+    path: PathLike,
+    points: Sequence[float],
+    keys: Sequence[str],
+    distances: list[float],
+    device: str | torch.device | None,
+    progress: bool,
+    desc: str,
+) -> Iterator[tuple[float, dict[str, Tensor]]]:
+    """Yield ``(t, state_at(t))`` (detached, on ``device``) with a progress bar.
+
+    Appends to ``distances`` the parameter-space distance (over ``keys``) between each
+    point and the previous one, for the arc-length weighted averages.
+    """
+    previous: dict[str, Tensor] | None = None
+    for t in tqdm(points, desc=desc, disable=not progress, unit="t"):
+        with torch.no_grad():
+            state = {k: v.detach() for k, v in path.state_at(t).items()}
+        if device is not None:
+            state = {k: v.to(device) for k, v in state.items()}
+        if previous is not None:
+            distances.append(parameter_distance(previous, state, keys))
+        previous = {k: state[k] for k in keys}
+        yield t, state
+
+
 def evaluate_path(
     path: PathLike,
     data: Iterable[Any],
@@ -171,15 +197,7 @@ def evaluate_path(
     for attr in ("family", "num_bends"):
         if hasattr(path, attr):
             result.metadata.setdefault(attr, getattr(path, attr))
-    previous: dict[str, Tensor] | None = None
-    for t in tqdm(points, desc="path", disable=not progress, unit="t"):
-        with torch.no_grad():
-            state = {k: v.detach() for k, v in path.state_at(t).items()}
-        if device is not None:
-            state = {k: v.to(device) for k, v in state.items()}
-        if previous is not None:
-            result.distances.append(parameter_distance(previous, state, keys))
-        previous = {k: state[k] for k in keys}
+    for _, state in path_states(path, points, keys, result.distances, device, progress, "path"):
         if use_bn:
             assert bn_data is not None
             state = recompute_bn(model, state, bn_data, max_batches=bn_max_batches)

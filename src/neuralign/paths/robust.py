@@ -19,14 +19,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from neuralign.attacks.pgd import PGD, AdversarialBatches
-from neuralign.curves.base import functional_forward, parameter_distance
+from neuralign.curves.base import functional_forward
 from neuralign.errors import ConfigError, DataError
 from neuralign.models.common import split_logits
 from neuralign.paths.bn import has_batchnorm, recompute_bn
-from neuralign.paths.evaluate import PathLike, resolve_ts
+from neuralign.paths.evaluate import PathLike, path_states, resolve_ts
 from neuralign.paths.metrics import BN_MODES, PathResult
 
 __all__ = ["BN_SOURCES", "evaluate_path_robust", "evaluate_state_robust"]
@@ -180,15 +179,9 @@ def evaluate_path_robust(
         metadata=meta,
     )
     assert result.robust_loss is not None and result.robust_acc is not None
-    previous: dict[str, Tensor] | None = None
-    for t in tqdm(points, desc="robust path", disable=not progress, unit="t"):
-        with torch.no_grad():
-            state = {k: v.detach() for k, v in path.state_at(t).items()}
-        if device is not None:
-            state = {k: v.to(device) for k, v in state.items()}
-        if previous is not None:
-            result.distances.append(parameter_distance(previous, state, keys))
-        previous = {k: state[k] for k in keys}
+    for _, state in path_states(
+        path, points, keys, result.distances, device, progress, "robust path"
+    ):
         if use_bn:
             assert bn_data is not None
             clean_state = recompute_bn(model, state, bn_data, max_batches=bn_max_batches)
