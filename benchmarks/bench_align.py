@@ -33,7 +33,7 @@ def _rss_mb() -> float:
 
 
 def _child(arch: str, mode: str, images: int, batch: int, dataset: str) -> dict[str, float]:
-    from neuralign.align import align
+    from neuralign.alignment import align
     from neuralign.data import TensorLoader, balanced_subset, load_dataset
     from neuralign.models import create_model
     from neuralign.perm import discover_spec

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     from _common import device_name, write_rows
 
-    from neuralign.align import align
+    from neuralign.alignment import align
     from neuralign.curves import Line
     from neuralign.data import TensorLoader, balanced_subset, load_dataset
     from neuralign.io import load_model

@@ -30,7 +30,7 @@ def _sync(dev: torch.device) -> None:
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     from _common import device_name, write_rows
 
-    from neuralign.align import correlation_statistics
+    from neuralign.alignment import correlation_statistics
     from neuralign.curves import Bezier, train_curve
     from neuralign.data import TensorLoader, load_dataset
     from neuralign.device import select_device

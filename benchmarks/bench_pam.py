@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from _common import device_name, write_rows
 
-from neuralign.align import align
-from neuralign.align.pam import PAMConfig, pam
+from neuralign.alignment import align
+from neuralign.pamopt.core import PAMConfig, pam
 from neuralign.curves import Bezier, train_curve
 from neuralign.data import TensorLoader, balanced_subset, load_dataset
 from neuralign.device import select_device

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from _common import device_name, write_rows
 
-from neuralign.align import align
+from neuralign.alignment import align
 from neuralign.attacks import PGD, AdversarialBatches
 from neuralign.curves import Bezier, Line, train_curve
 from neuralign.data import TensorLoader, balanced_subset, load_dataset

@@ -5,10 +5,11 @@ discover the permutation symmetry of a network, align two networks by activation
 correlation or weight matching, fit curves between them and evaluate paths.
 """
 
-__version__ = "0.1.0"
+from neuralign._version import __version__
 
-from neuralign.align import AlignmentResult, PAMConfig, PAMResult, align, pam  # noqa: E402
+from neuralign.alignment import AlignmentResult, align  # noqa: E402
 from neuralign.attacks import PGD  # noqa: E402
+from neuralign.pamopt import PAMConfig, PAMResult, pam  # noqa: E402
 from neuralign.curves import Bezier, Curve, Line, PolyChain, train_curve  # noqa: E402
 from neuralign.data import (  # noqa: E402
     Augment,

@@ -522,8 +522,8 @@ def align_cmd(
     progress: bool,
 ) -> None:
     """Permute MODEL_B's hidden units to match MODEL_A's; write the aligned model."""
-    from neuralign.align import align
-    from neuralign.align.plot import plot_correlation
+    from neuralign.alignment import align
+    from neuralign.alignment.plot import plot_correlation
     from neuralign.device import select_device
     from neuralign.io import read_metadata, save_checkpoint
 
@@ -923,7 +923,7 @@ def pam_cmd(
     Proximal alternating minimisation (Tatro et al. 2020, §4): P-steps on doubly stochastic
     relaxations of every permutation group, rounding, and curve training with P fixed.
     """
-    from neuralign.align.pam import PAMConfig, pam
+    from neuralign.pamopt.core import PAMConfig, pam
     from neuralign.data import TensorLoader, balanced_subset
     from neuralign.device import select_device
     from neuralign.io import save_checkpoint

@@ -19,8 +19,8 @@ from torch import nn
 
 import neuralign as na
 from neuralign import distributed as dist_
-from neuralign.align.correlation import correlation_statistics
-from neuralign.align.pam import PAMConfig, pam
+from neuralign.alignment.correlation import correlation_statistics
+from neuralign.pamopt.core import PAMConfig, pam
 from neuralign.data import Dataset, TensorLoader
 from neuralign.paths import evaluate_state, recompute_bn
 

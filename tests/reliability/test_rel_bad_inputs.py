@@ -345,7 +345,7 @@ def test_empty_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     data = load_dataset("fashion-mnist", "train", data_dir=d)
     with pytest.raises(DataError, match="is empty"):
         balanced_subset(data, n=10)
-    from neuralign.align import align
+    from neuralign.alignment import align
 
     with pytest.raises(DataError, match="is empty"):
         align(tiny_mlp(), tiny_mlp(seed=1), data, progress=False)
@@ -365,7 +365,7 @@ def test_single_class_dataset(
     with pytest.raises(DataError, match="only 1 of its 10 classes"):
         balanced_subset(data, fraction=0.5)
     # alignment (default: a class-balanced 20% subset) -> the same clear error
-    from neuralign.align import align
+    from neuralign.alignment import align
 
     with pytest.raises(DataError, match="only 1 of its 10 classes"):
         align(tiny_mlp(), tiny_mlp(seed=1), data, progress=False)
@@ -498,7 +498,7 @@ class _Cumsum(nn.Module):
 
 
 def test_model_with_an_op_discovery_cannot_handle() -> None:
-    from neuralign.align import align
+    from neuralign.alignment import align
     from neuralign.perm import discover_spec
 
     with pytest.raises(UnsupportedOpError, match="cumsum.*not in the table.*freeze="):

@@ -343,7 +343,7 @@ class Experiment:
 
     def stage_align(self) -> str:
         """Align every pair with every needed method."""
-        from neuralign.align import align
+        from neuralign.alignment import align
 
         c = self.cfg
         parts = []
@@ -484,7 +484,7 @@ class Experiment:
         ``align/pair{I}/{variant}.safetensors`` (+ ``.json``: changed fractions, objective
         log), so :meth:`model_b` and :meth:`curve` serve PAM variants like any other.
         """
-        from neuralign.align.pam import PAMConfig, pam
+        from neuralign.pamopt.core import PAMConfig, pam
         from neuralign.perm import Permutation
 
         c, cc, p = self.cfg, self.cfg.curves, self.cfg.pam
@@ -678,7 +678,7 @@ class Experiment:
 
     def provenance(self) -> dict[str, Any]:
         """Versions, device and seeds for the report."""
-        from neuralign import __version__
+        from neuralign._version import __version__
 
         dev = self.device
         name = (

@@ -181,7 +181,7 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
     Returns:
         The path of ``report.md``.
     """
-    from neuralign.align.plot import plot_correlation
+    from neuralign.alignment.plot import plot_correlation
     from neuralign.experiment.pipeline import kind_label, variant_label
     from neuralign.paths import PlaneResult, plot_paths, plot_plane
 

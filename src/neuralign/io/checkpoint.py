@@ -31,7 +31,7 @@ METADATA_KEY = "neuralign"
 
 
 def _version() -> str:
-    from neuralign import __version__
+    from neuralign._version import __version__
 
     return __version__
 

@@ -9,14 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from neuralign.align import (
-    CrossCorrelation,
-    align,
-    correlation_statistics,
-    solve_lap,
-    units_as_rows,
-)
-from neuralign.align.correlation_stats import EPS
+from neuralign.alignment import align, correlation_statistics
+from neuralign.alignment._lap import solve_lap
+from neuralign.alignment.correlation_stats import EPS, CrossCorrelation, units_as_rows
 from neuralign.errors import ConfigError
 from neuralign.models import create_model, list_models, tiny_kwargs
 from neuralign.paths import recompute_bn

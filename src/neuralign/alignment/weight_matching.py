@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import torch
 
-from neuralign.align._lap import solve_lap
+from neuralign.alignment._lap import solve_lap
 from neuralign.perm.spec import AxisMember, PermutationSpec
 
 

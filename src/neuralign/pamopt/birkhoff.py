@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from neuralign.align._lap import solve_lap
+from neuralign.alignment._lap import solve_lap
 from neuralign.errors import ConfigError
 
 __all__ = [

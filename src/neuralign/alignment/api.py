@@ -11,12 +11,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from neuralign.align.correlation import (
+from neuralign.alignment.correlation import (
     correlation_of,
     correlation_statistics,
     match_correlation,
 )
-from neuralign.align.weight_matching import weight_matching
+from neuralign.alignment.weight_matching import weight_matching
 from neuralign.errors import ConfigError
 from neuralign.perm import Permutation, PermutationSpec, apply_permutation, discover_spec
 

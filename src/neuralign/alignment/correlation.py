@@ -17,9 +17,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
-from neuralign.align._lap import solve_lap
-from neuralign.align._lockstep import LockstepRunner
-from neuralign.align.correlation_stats import CrossCorrelation
+from neuralign.alignment._lap import solve_lap
+from neuralign.alignment._lockstep import LockstepRunner
+from neuralign.alignment.correlation_stats import CrossCorrelation
 from neuralign.errors import DataError
 from neuralign.perm.spec import PermutationSpec
 
@@ -75,7 +75,7 @@ def correlation_statistics(
     """Stream the cross-correlation statistics of every group over ``data``.
 
     The models are run in eval mode (every module's mode is restored afterwards), node by
-    node in lock-step (:class:`~neuralign.align._lockstep.LockstepRunner`): no hooks are
+    node in lock-step (:class:`~neuralign.alignment._lockstep.LockstepRunner`): no hooks are
     attached, and memory stays near that of one plain forward pass. Each batch is processed
     in ``micro_batches`` pieces (the statistics do not depend on the split) so that A's and
     B's live activations together take about what one model's take on the full batch.

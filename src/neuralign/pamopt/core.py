@@ -30,7 +30,7 @@ linear precision of the Bernstein basis, :math:`\\varphi(t) = (1-t)\\theta_1 + t
    :math:`Z = P - \\eta\\nabla_P F`, the closed-form proximal pull
    :math:`Z \\leftarrow (Z + \\tfrac{\\eta}{\\nu}P^k)/(1 + \\tfrac{\\eta}{\\nu})` toward the
    step's starting point, and the Euclidean projection onto the Birkhoff polytope
-   (:func:`~neuralign.align.birkhoff.project_doubly_stochastic`). :math:`\\psi` is fixed;
+   (:func:`~neuralign.pamopt.birkhoff.project_doubly_stochastic`). :math:`\\psi` is fixed;
    BatchNorm uses batch statistics through a functional call (module buffers are never
    touched).
 2. **Rounding** (:func:`round_relaxed`): the Hungarian projection of each relaxed matrix,
@@ -75,7 +75,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
-from neuralign.align.birkhoff import (
+from neuralign.pamopt.birkhoff import (
     PROJECTIONS,
     birkhoff_decomposition,
     project_doubly_stochastic,
@@ -785,7 +785,7 @@ def pam(
             augmented :class:`~neuralign.data.TensorLoader`).
         config: :class:`PAMConfig` (default: the paper's settings).
         init: ``"identity"`` (PAM Unaligned), ``"correlation"`` (PAM Aligned: the
-            activation-correlation alignment of :func:`~neuralign.align.align` on
+            activation-correlation alignment of :func:`~neuralign.alignment.align` on
             ``align_data``), or a :class:`~neuralign.perm.Permutation`.
         spec: The permutation spec; discovered from a batch of ``data`` when ``None``.
         align_data: Alignment data for ``init="correlation"`` (a Dataset — its
@@ -854,7 +854,7 @@ def pam(
             raise ConfigError(
                 "PAM init='correlation' needs align_data (a Dataset or batches of inputs)"
             )
-        from neuralign.align.api import align
+        from neuralign.alignment.api import align
 
         t0 = time.perf_counter()
         res = align(model_a, model_b, align_data, method="correlation", spec=spec, seed=cfg.seed)

@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from neuralign.align.birkhoff import (
+from neuralign.pamopt.birkhoff import (
     birkhoff_decomposition,
     constraint_violation,
     project_doubly_stochastic,
     round_to_permutation,
 )
-from neuralign.align.pam import PAMConfig, changed_fraction, pam
+from neuralign.pamopt.core import PAMConfig, changed_fraction, pam
 from neuralign.data import TensorLoader, load_dataset
 from neuralign.errors import CheckpointError, ConfigError
 from neuralign.models import create_model
