@@ -32,6 +32,7 @@ from neuralign.errors import (  # noqa: E402
 )
 from neuralign.experiment import ExperimentConfig, load_config, run_experiment  # noqa: E402
 from neuralign.io import load_checkpoint, load_model, save_checkpoint  # noqa: E402
+from neuralign.merge import MergeResult, merge  # noqa: E402
 from neuralign.models import create_model, list_models, model_spec  # noqa: E402
 from neuralign.paths import (  # noqa: E402
     PathResult,
@@ -58,6 +59,7 @@ __all__ = [
     "Curve",
     "ExperimentConfig",
     "Line",
+    "MergeResult",
     "PAMConfig",
     "PAMResult",
     "PathResult",
@@ -71,6 +73,7 @@ __all__ = [
     "evaluate_path",
     "evaluate_plane",
     "load_config",
+    "merge",
     "pam",
     "permute_model",
     "plot_paths",
