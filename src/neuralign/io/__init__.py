@@ -1,4 +1,4 @@
-"""Checkpoints and atomic file writes."""
+"""Checkpoints, atomic file writes, run-folder locks and artefact integrity records."""
 
 from neuralign.io.atomic import (
     DiskFullError,
@@ -14,9 +14,21 @@ from neuralign.io.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from neuralign.io.integrity import (
+    ArtefactProblem,
+    record_artefacts,
+    verify_artefacts,
+)
+from neuralign.io.runlock import RunLock, RunLockedError, run_lock
 
 __all__ = [
+    "ArtefactProblem",
     "DiskFullError",
+    "RunLock",
+    "RunLockedError",
+    "record_artefacts",
+    "run_lock",
+    "verify_artefacts",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
