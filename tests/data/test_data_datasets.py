@@ -36,6 +36,8 @@ def test_list_datasets_describes_every_loader() -> None:
         "digits",
         "mnist5k",
         "synthetic",
+        "folder",
+        "tensors",
     }
     assert infos["cifar100"].num_classes == 100 and infos["tinyimagenet"].shape == (3, 64, 64)
     assert any("/usr/share/datasets" in s for s in infos["fashion-mnist"].searched)

@@ -14,7 +14,11 @@ from neuralign.cli.options import attack_options, dataset_options, device_option
 
 @cli.command("train")
 @click.option(
-    "--arch", default="tinyten", show_default=True, help="Architecture (see `neuralign models`)."
+    "--arch",
+    default="tinyten",
+    show_default=True,
+    help="Architecture (see `neuralign models`), or your own factory as package.module:factory "
+    "or path/to/file.py:factory (this imports and runs that code).",
 )
 @click.option("--width", type=float, default=None, help="Width multiplier (models that have one).")
 @dataset_options
@@ -101,7 +105,7 @@ def train_cmd(
     import torch
 
     from neuralign.data import balanced_subset
-    from neuralign.models import create_model
+    from neuralign.models import create_model, is_reference
     from neuralign.training import TrainConfig, train_model
 
     train = load_data(dataset, data_dir, download, "train")
@@ -116,7 +120,7 @@ def train_cmd(
     }
     if width is not None:
         kwargs["width"] = width
-    if arch == "mlp":  # the only zoo model whose layer sizes depend on the image size
+    if arch == "mlp" or is_reference(arch):  # models whose layer sizes may need the image size
         kwargs["image_size"] = train.images.shape[-1]
     torch.manual_seed(seed)
     model = create_model(arch, **kwargs)

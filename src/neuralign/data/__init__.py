@@ -12,6 +12,7 @@ from neuralign.data.loader import Augment, TensorLoader
 from neuralign.data.registry import (
     DatasetSpec,
     dataset_spec,
+    is_dataset,
     list_datasets,
     load_dataset,
     register_dataset,
@@ -29,6 +30,7 @@ __all__ = [
     "balanced_subset",
     "dataset_spec",
     "default_data_root",
+    "is_dataset",
     "download_file",
     "extract_archive",
     "list_datasets",

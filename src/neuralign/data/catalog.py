@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from neuralign.data import cifar, classes, idx, small, synthetic, tinyimagenet
+from neuralign.data import cifar, classes, folder, idx, small, synthetic, tinyimagenet
 from neuralign.data.registry import DatasetSpec, Remote, register_dataset
 
 __all__: list[str] = []
@@ -177,5 +177,34 @@ register_dataset(
         loader=synthetic.load_synthetic,
         source="generated",
         prefix=True,
+    )
+)
+
+# Your own data (see neuralign.data.folder): shape and classes come from the files.
+register_dataset(
+    DatasetSpec(
+        name="folder",
+        description="your images: folder:PATH with one sub-folder per class (PNG/JPEG), "
+        "optional train/ and test/",
+        shape=(0, 0, 0),
+        num_classes=0,
+        loader=folder.load_folder,
+        source="your folder",
+        prefix=True,
+        matches=folder.is_folder_path,
+    )
+)
+
+register_dataset(
+    DatasetSpec(
+        name="tensors",
+        description="your arrays: tensors:PATH, an .npz or .safetensors file with images "
+        "(uint8 NCHW) and labels",
+        shape=(0, 0, 0),
+        num_classes=0,
+        loader=folder.load_tensor_file,
+        source="your file",
+        prefix=True,
+        matches=folder.is_tensor_file,
     )
 )

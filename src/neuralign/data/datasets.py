@@ -184,12 +184,23 @@ def to_dataset(
     )
 
 
-def stats_of(images: torch.Tensor | np.ndarray) -> Stats:
-    """Per-channel mean and population std of uint8 images ``(N, C, H, W)``, in [0, 1] units."""
-    t = torch.as_tensor(images).double().div_(255.0)
-    mean = tuple(t.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(t.std(dim=(0, 2, 3), unbiased=False).tolist())
-    return mean, std
+def stats_of(images: torch.Tensor | np.ndarray, chunk: int = 4096) -> Stats:
+    """Per-channel mean and population std of uint8 images ``(N, C, H, W)``, in [0, 1] units.
+
+    Accumulated in float64 over chunks of ``chunk`` images, so memory stays small.
+    """
+    t = torch.as_tensor(images)
+    c = t.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    for start in range(0, t.shape[0], chunk):
+        x = t[start : start + chunk].double().div_(255.0)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+    count = max(1, t.shape[0] * t.shape[2] * t.shape[3])
+    mean = total / count
+    var = (squares / count - mean.square()).clamp_(min=0.0)
+    return tuple(mean.tolist()), tuple(var.sqrt().tolist())
 
 
 def stratified_split(

@@ -33,6 +33,7 @@ __all__ = [
     "DatasetSpec",
     "Remote",
     "dataset_spec",
+    "is_dataset",
     "list_datasets",
     "load_dataset",
     "register_dataset",
@@ -173,6 +174,11 @@ def dataset_spec(name: str) -> DatasetSpec:
         known = ", ".join(_REGISTRY)
         raise DataError(f"unknown dataset {name!r}; known datasets: {known}")
     return row
+
+
+def is_dataset(name: str) -> bool:
+    """True if some registry row reads ``name`` (without reading any file)."""
+    return isinstance(name, str) and _lookup(name) is not None
 
 
 def list_datasets() -> list[DatasetInfo]:
