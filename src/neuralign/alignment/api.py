@@ -157,6 +157,9 @@ def align(
         raise ConfigError(
             f"unknown alignment method {method!r}; choose one of {', '.join(METHODS)}"
         )
+    from neuralign.checks import check_compatible_models
+
+    check_compatible_models([model_a, model_b], what="align")
     t0 = time.perf_counter()
     device = _model_device(model_a)
     batches = (
@@ -170,6 +173,7 @@ def align(
                 )
             example_input = _example_input(data, batches)
         spec = discover_spec(model_a, example_input.to(device))
+    check_compatible_models([model_a, model_b], spec=spec, what="align")
     cov = coverage(spec, model_a)
     if cov.empty:
         raise SpecError(

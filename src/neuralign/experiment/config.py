@@ -242,13 +242,12 @@ def _require(cond: bool, msg: str) -> None:
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Check ranges and choices; raise :class:`ConfigError` naming the first bad field."""
-    from neuralign.data import list_datasets
-    from neuralign.models import list_models
+    from neuralign.data import is_dataset, list_datasets
+    from neuralign.models import is_reference, list_models
 
     names = [d.name for d in list_datasets()]
-    base = cfg.data.dataset.split(":")[0]
     _require(
-        base in names,
+        is_dataset(cfg.data.dataset),
         f"data.dataset: unknown dataset {cfg.data.dataset!r}; choose one of {', '.join(names)}",
     )
     _require(
@@ -259,7 +258,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     )
     _require(cfg.data.batch_size >= 1, f"data.batch_size: must be >= 1, got {cfg.data.batch_size}")
     _require(
-        cfg.model.arch in list_models(),
+        cfg.model.arch in list_models() or is_reference(cfg.model.arch),
         f"model.arch: unknown architecture "
         f"{cfg.model.arch!r}; choose one of {', '.join(list_models())}",
     )

@@ -38,6 +38,7 @@ from neuralign.errors import ConfigError
 from neuralign.experiment.config import PAM_VARIANTS, ExperimentConfig, parse_config
 from neuralign.io.atomic import atomic_write_text, remove_stale_temporaries
 from neuralign.io.checkpoint import load_model, save_checkpoint
+from neuralign.models import is_reference
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +181,8 @@ class Experiment:
             "mean": list(d.mean),
             "std": list(d.std),
         }
-        if self.cfg.model.arch == "mlp":
-            kw["image_size"] = d.images.shape[-1]
+        if self.cfg.model.arch == "mlp" or is_reference(self.cfg.model.arch):
+            kw["image_size"] = d.images.shape[-1]  # a factory by reference gets it if it takes it
         if self.cfg.model.width:
             kw["width"] = self.cfg.model.width
         kw.update(self.cfg.model.kwargs)

@@ -804,6 +804,9 @@ def pam(
         ConfigError: On bad settings or missing alignment data.
         CheckpointError: When ``checkpoint_dir`` holds a PAM run with other settings.
     """
+    from neuralign.checks import check_compatible_models
+
+    check_compatible_models([model_a, model_b], what="pam")
     cfg = (config or PAMConfig()).validate()
     t_start = time.perf_counter()
     dev = torch.device(device) if device is not None else _model_device(model_a)
@@ -817,6 +820,7 @@ def pam(
     ]
     if spec is None:
         spec = discover_spec(arch, score_batches[0][0][:2])
+    check_compatible_models([theta1, theta2], spec=spec, what="pam")
 
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fingerprint = {

@@ -1,0 +1,58 @@
+"""Helpers shared by the commands: loading data and checkpoints, printing tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def load_data(name: str, data_dir: str | None, download: bool, split: str) -> Any:
+    from neuralign.data import load_dataset
+
+    return load_dataset(name, split=split, data_dir=data_dir, download=download)
+
+
+def check_fits(model: Any, data: Any, source: str) -> None:
+    """Refuse a checkpoint whose input shape or class count does not fit the dataset."""
+    from neuralign.checks import check_model_fits_data
+
+    check_model_fits_data(model, data, source)
+
+
+def shard(batch_size: int) -> dict[str, Any]:
+    """TensorLoader arguments for this rank's slice of global batches of ``batch_size``."""
+    from neuralign import distributed as dist_
+
+    world = dist_.world_size()
+    if batch_size % world:
+        raise click.BadParameter(
+            f"{batch_size} is not divisible by the number of processes {world}",
+            param_hint="--batch-size",
+        )
+    return {
+        "batch_size": batch_size // world,
+        "drop_last": world > 1,
+        "rank": dist_.rank(),
+        "world_size": world,
+    }
+
+
+def echo_table(rows: list[list[Any]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    click.echo(fmt.format(*header))
+    click.echo(fmt.format(*["-" * w for w in widths]))
+    for r in rows:
+        click.echo(fmt.format(*[str(c) for c in r]))
+
+
+def load_pair(model_a: str, model_b: str, dev: Any) -> tuple[Any, Any]:
+    """Load two checkpoints and check they are of one architecture (same keys and shapes)."""
+    from neuralign.io import load_model
+    from neuralign.io.checkpoint import check_state_dict
+
+    a = load_model(model_a, device=dev)
+    b = load_model(model_b, device=dev)
+    check_state_dict(a, b.state_dict(), f"{model_b} vs {model_a}")
+    return a, b
