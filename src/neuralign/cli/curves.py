@@ -59,7 +59,7 @@ def curve_cmd(
     progress: bool,
 ) -> None:
     """Train a Bezier curve or polygonal chain between two checkpoints (resumable)."""
-    from neuralign.curves import Bezier, PolyChain, train_curve
+    from neuralign.curves import Bezier, CurveTrainConfig, PolyChain, train_curve
     from neuralign.data import TensorLoader, balanced_subset
     from neuralign.device import select_device
     from neuralign.training.train import _default_augment
@@ -85,13 +85,15 @@ def curve_cmd(
     res = train_curve(
         curve,
         loader,
-        epochs=epochs,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        lr_schedule=schedule,
-        lr_step=lr_step,
-        lr_gamma=lr_gamma,
+        CurveTrainConfig(
+            epochs=epochs,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            lr_step=lr_step,
+            lr_gamma=lr_gamma,
+        ),
         device=dev,
         progress=progress,
         log_path=Path(out) / "history.jsonl",

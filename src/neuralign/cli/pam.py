@@ -91,10 +91,11 @@ def pam_cmd(
     Proximal alternating minimisation (Tatro et al. 2020, §4): P-steps on doubly stochastic
     relaxations of every permutation group, rounding, and curve training with P fixed.
     """
+    from neuralign.curves import CurveTrainConfig
     from neuralign.data import TensorLoader, balanced_subset
     from neuralign.device import select_device
     from neuralign.io import save_checkpoint
-    from neuralign.pamopt.core import PAMConfig, pam
+    from neuralign.pamopt import PAMConfig, pam, scoring_subset
     from neuralign.training.train import _default_augment
 
     dev = select_device(device)
@@ -114,23 +115,24 @@ def pam_cmd(
     cfg = PAMConfig(
         outer_iterations=outer,
         p_epochs=p_epochs,
-        p_lr=p_lr,
+        p_lr=p_lr or 0.0,
         nu=nu,
         projection=projection,
         round_samples=round_samples,
-        epochs=epochs,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        lr_schedule=schedule,
-        lr_step=lr_step,
-        lr_gamma=lr_gamma,
-        num_bends=bends,
+        bends=bends,
+        curve=CurveTrainConfig(
+            epochs=epochs,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            lr_step=lr_step,
+            lr_gamma=lr_gamma,
+        ),
         seed=seed,
     )
     # A fixed, non-augmented training subset scores rounding candidates and logs the objective.
-    score_set = train if len(train) <= 2000 else balanced_subset(train, n=2000, seed=seed + 1)
-    score = TensorLoader(score_set, batch_size=500, device=dev)
+    score = TensorLoader(scoring_subset(train, cfg, seed=seed + 1), batch_size=500, device=dev)
     align_data = balanced_subset(train, fraction=align_fraction, seed=seed)
     res = pam(
         a,
