@@ -65,7 +65,7 @@ def spec_cmd(
     import time
 
     from neuralign.io import load_model
-    from neuralign.perm import discover_spec, format_spec_table
+    from neuralign.perm import coverage, discover_spec, format_spec_table
 
     model = load_model(checkpoint, arch=arch)
     x = _example_input(model, dataset, data_dir)
@@ -73,6 +73,7 @@ def spec_cmd(
     spec = discover_spec(model, x)
     dt = time.perf_counter() - t0
     click.echo(format_spec_table(spec, max_members=None if all_members else 6))
+    click.echo(str(coverage(spec, model)))
     click.echo(
         f"{len(spec.groups)} groups, verified: a random permutation leaves the outputs "
         f"unchanged in train and eval mode ({dt:.2f}s)"

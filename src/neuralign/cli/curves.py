@@ -17,7 +17,8 @@ from neuralign.cli.options import (
     progress_option,
     sgd_option,
 )
-from neuralign.experiment.config import CurveConfig
+from neuralign.curves import CurveTrainConfig
+from neuralign.pamopt import PAMConfig
 
 
 @cli.command("curve")
@@ -30,11 +31,11 @@ from neuralign.experiment.config import CurveConfig
 @click.option(
     "--bends",
     type=click.IntRange(min=3),
-    default=default(CurveConfig, "bends"),
+    default=default(PAMConfig, "bends"),
     show_default=True,
     help="Control points including the endpoints (3 = quadratic Bezier).",
 )
-@sgd_option(CurveConfig, "epochs")
+@sgd_option(CurveTrainConfig, "epochs")
 @curve_sgd_options
 @click.option(
     "--out",
@@ -72,13 +73,7 @@ def curve_cmd(
     res = train_curve(
         curve,
         loader.loader(train, dev),
-        epochs=epochs,
-        lr=training["lr"],
-        momentum=training["momentum"],
-        weight_decay=training["weight_decay"],
-        lr_schedule=training["schedule"],
-        lr_step=training["lr_step"],
-        lr_gamma=training["lr_gamma"],
+        CurveTrainConfig(epochs=epochs, **training),
         device=dev,
         progress=progress,
         log_path=Path(out) / "history.jsonl",

@@ -15,7 +15,8 @@ def datasets_cmd() -> None:
 
     rows = []
     for info in list_datasets():
-        rows.append([info.name, info.num_classes, "x".join(map(str, info.shape)), info.source])
+        shape = "x".join(map(str, info.shape)) if info.num_classes else "any"
+        rows.append([info.name, info.num_classes or "any", shape, info.source])
     echo_table(rows, ["name", "classes", "shape", "source"])
 
 

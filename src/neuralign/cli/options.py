@@ -15,9 +15,9 @@ from typing import Any
 import click
 
 from neuralign.cli.common import DataSource, PathArgs, TrainArgs
+from neuralign.curves.config import CurveTrainConfig
 from neuralign.data.recipes import BN_MODES
 from neuralign.experiment.config import (
-    CurveConfig,
     DataConfig,
     EvalConfig,
     ExperimentConfig,
@@ -224,17 +224,17 @@ def curve_sgd_options(f: Any) -> Any:
     f = grouped("loader", ["batch_size", "augment", "train_subset", "seed"], TrainArgs)(f)
     opts = [
         sgd_option(DataConfig, "batch_size"),
-        sgd_option(CurveConfig, "lr"),
-        sgd_option(CurveConfig, "momentum"),
-        sgd_option(CurveConfig, "weight_decay"),
+        sgd_option(CurveTrainConfig, "lr"),
+        sgd_option(CurveTrainConfig, "momentum"),
+        sgd_option(CurveTrainConfig, "weight_decay"),
         click.option(
             "--schedule",
             type=click.Choice(["step", "cosine", "constant"]),
-            default=default(CurveConfig, "schedule"),
+            default=default(CurveTrainConfig, "schedule"),
             show_default=True,
         ),
-        sgd_option(CurveConfig, "lr_step"),
-        sgd_option(CurveConfig, "lr_gamma"),
+        sgd_option(CurveTrainConfig, "lr_step"),
+        sgd_option(CurveTrainConfig, "lr_gamma"),
         click.option(
             "--augment/--no-augment", default=default(DataConfig, "augment"), show_default=True
         ),

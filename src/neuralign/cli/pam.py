@@ -17,7 +17,8 @@ from neuralign.cli.options import (
     grouped,
     progress_option,
 )
-from neuralign.experiment.config import AlignConfig, CurveConfig
+from neuralign.curves import CurveTrainConfig
+from neuralign.experiment.config import AlignConfig
 from neuralign.pamopt import PAMConfig
 
 
@@ -57,11 +58,11 @@ from neuralign.pamopt import PAMConfig
 @click.option(
     "--bends",
     type=click.IntRange(min=3),
-    default=default(CurveConfig, "bends"),
+    default=default(PAMConfig, "bends"),
     show_default=True,
     help="Control points of the Bezier curve including the endpoints.",
 )
-@click.option("--epochs", type=click.IntRange(min=0), default=default(CurveConfig, "epochs"),
+@click.option("--epochs", type=click.IntRange(min=0), default=default(CurveTrainConfig, "epochs"),
               show_default=True,
               help="Curve-training epochs of each curve step (paper: 250).")  # fmt: skip
 @curve_sgd_options
@@ -94,10 +95,11 @@ def pam_cmd(
     relaxations of every permutation group, rounding, and curve training with P fixed.
     """
     from neuralign.attacks import alignment_batches
-    from neuralign.data import alignment_subset, balanced_subset, make_loader
+    from neuralign.data import alignment_subset, make_loader
     from neuralign.device import select_device
     from neuralign.io import save_checkpoint
     from neuralign.pamopt import pam as run_pam
+    from neuralign.pamopt import scoring_subset
 
     dev = select_device(device)
     a, b = load_pair(model_a, model_b, dev)
@@ -106,19 +108,12 @@ def pam_cmd(
     train = loader.subset(train)
     seed = loader.seed
     cfg = PAMConfig(
-        **{k: v for k, v in pam.items() if k != "bends"},
-        num_bends=pam["bends"],
-        epochs=epochs,
-        lr=training["lr"],
-        momentum=training["momentum"],
-        weight_decay=training["weight_decay"],
-        lr_schedule=training["schedule"],
-        lr_step=training["lr_step"],
-        lr_gamma=training["lr_gamma"],
+        **{**pam, "p_lr": pam["p_lr"] or 0.0},
+        curve=CurveTrainConfig(epochs=epochs, **training),
         seed=seed,
     )
     # A fixed, non-augmented training subset scores rounding candidates and logs the objective.
-    score_set = train if len(train) <= 2000 else balanced_subset(train, n=2000, seed=seed + 1)
+    score_set = scoring_subset(train, cfg, seed=seed + 1)
     res = run_pam(
         a,
         b,

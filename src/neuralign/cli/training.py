@@ -42,7 +42,8 @@ from neuralign.training import TrainConfig
     "--arch",
     default=default(ModelConfig, "arch"),
     show_default=True,
-    help="Architecture (see `neuralign models`).",
+    help="Architecture (see `neuralign models`), or your own factory as package.module:factory "
+    "or path/to/file.py:factory (this imports and runs that code).",
 )
 @click.option("--width", type=float, default=None, help="Width multiplier (models that have one).")
 @dataset_options

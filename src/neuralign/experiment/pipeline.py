@@ -432,13 +432,7 @@ class Experiment:
                     res = train_curve(
                         curve,
                         loader,
-                        epochs=cc.epochs,
-                        lr=cc.lr,
-                        momentum=cc.momentum,
-                        weight_decay=cc.weight_decay,
-                        lr_schedule=cc.schedule,
-                        lr_step=cc.lr_step,
-                        lr_gamma=cc.lr_gamma,
+                        cc.training,
                         device=self.device,
                         progress=self.progress,
                         log_path=out / "history.jsonl",
@@ -466,10 +460,10 @@ class Experiment:
         ``align/pair{I}/{variant}.safetensors`` (+ ``.json``: changed fractions, objective
         log), so :meth:`model_b` and :meth:`curve` serve PAM variants like any other.
         """
-        from neuralign.pamopt.core import PAMConfig, pam
+        from neuralign.pamopt import pam, scoring_subset
         from neuralign.perm import Permutation
 
-        c, cc, p = self.cfg, self.cfg.curves, self.cfg.pam
+        c, p = self.cfg, self.cfg.pam
         out = self.curve_dir(pair, variant, "bezier")
         done = out / "done.json"
         if done.exists():
@@ -481,30 +475,8 @@ class Experiment:
             init: str | Permutation = Permutation(info["permutation"])
         else:
             init = "identity"
-        cfg = PAMConfig(
-            outer_iterations=p.outer_iterations,
-            p_epochs=p.p_epochs,
-            p_lr=p.p_lr or None,
-            nu=p.nu,
-            projection=p.projection,
-            round_samples=p.round_samples,
-            objective_ts=tuple(p.objective_ts),
-            epochs=cc.epochs,
-            lr=cc.lr,
-            momentum=cc.momentum,
-            weight_decay=cc.weight_decay,
-            lr_schedule=cc.schedule,
-            lr_step=cc.lr_step,
-            lr_gamma=cc.lr_gamma,
-            num_bends=cc.bends,
-            seed=c.seed,
-        )
         train = self.data.train
-        score = (
-            train
-            if p.score_subset >= len(train)
-            else balanced_subset(train, n=p.score_subset, seed=c.seed + 2)
-        )
+        score = scoring_subset(train, p, seed=c.seed + 2)
         loader = self._loader(
             train, c.data.batch_size, shuffle=True, augment=c.data.augment, seed=c.seed, shard=True
         )
@@ -512,7 +484,7 @@ class Experiment:
             self.endpoint(a),
             self.endpoint(b),
             loader,
-            cfg,
+            p,
             init=init,
             spec=spec,
             score_data=self._loader(score, c.eval.batch_size),
@@ -543,7 +515,7 @@ class Experiment:
         }
         _write_json(align_file, summary)
         last = res.steps[-1].psi_history[-1] if res.steps[-1].psi_history else {}
-        _write_json(done, {"epochs": cc.epochs, "final": last, "pam": summary})
+        _write_json(done, {"epochs": c.curves.epochs, "final": last, "pam": summary})
         return (
             f"pair {pair} {variant}: PAM changed {100 * res.changed_units:.1f}% of units, "
             f"objective {res.objective_log[0]['objective']:.3f} -> "

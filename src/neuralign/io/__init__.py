@@ -19,15 +19,22 @@ from neuralign.io.integrity import (
     record_artefacts,
     verify_artefacts,
 )
+from neuralign.io.outputs import check_not_input, checkpoint_out_path, safe_component
+from neuralign.io.resume import ResumeMismatchError, check_resume
 from neuralign.io.runlock import RunLock, RunLockedError, run_lock
 
 __all__ = [
     "ArtefactProblem",
     "DiskFullError",
+    "ResumeMismatchError",
     "RunLock",
     "RunLockedError",
+    "check_not_input",
+    "check_resume",
+    "checkpoint_out_path",
     "record_artefacts",
     "run_lock",
+    "safe_component",
     "verify_artefacts",
     "atomic_path",
     "atomic_write_bytes",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from neuralign.models.reference import is_reference
+
 __all__ = ["data_kwargs"]
 
 
@@ -23,7 +25,7 @@ def data_kwargs(
         "mean": list(dataset.mean),
         "std": list(dataset.std),
     }
-    if arch == "mlp":
+    if arch == "mlp" or is_reference(arch):
         kw["image_size"] = dataset.images.shape[-1]
     if width is not None:
         kw["width"] = width

@@ -86,9 +86,22 @@ FIXED = _Fixed()
 @dataclass(frozen=True)
 class Param:
     """A tensor read with ``get_attr``: ``key`` is its state-dict key (``None`` if it is not
-    in the state dict, e.g. a non-persistent buffer or a traced constant)."""
+    in the state dict, e.g. a non-persistent buffer or a traced constant).
+
+    ``dims`` describes a *view* of the parameter made by reshape-like ops (``None``/``:``
+    indexing, ``unsqueeze``, ``view`` adding size-1 axes, ``expand``): entry ``d`` is the
+    parameter axis that dim ``d`` of the view shows, or ``None`` for an axis along which the
+    view is constant (a new or expanded size-1 axis). ``dims=None``: the parameter itself.
+    """
 
     key: str | None
+    dims: tuple[int | None, ...] | None = None
+
+    def axis_of(self, d: int) -> int | None:
+        """Parameter axis shown by dim ``d`` of this view (``None``: constant along it)."""
+        if self.dims is None:
+            return d
+        return self.dims[d] if 0 <= d < len(self.dims) else None
 
 
 Info = Any  # Feat | _Fixed | Param | tuple | None
@@ -426,11 +439,14 @@ def _elementwise(w: Walker, call: Call) -> Info:
     for info, shape, shift in others:
         d = base.axis - shift
         broadcast = d < 0 or shape[d] == 1
-        if isinstance(info, Param):
-            if broadcast:
+        if isinstance(info, Param) and info.key is not None:
+            pa = None if broadcast else info.axis_of(d)
+            if pa is None:
                 w.pin(info.key)
             else:
-                _consume(w, Feat(base.axis, base.segs), info.key, d)
+                # A per-channel parameter (layer-scale gamma, a bias, a position embedding)
+                # follows the units it meets.
+                _consume(w, Feat(base.axis, base.segs), info.key, pa)
         elif not broadcast:
             w.freeze(base.gids(), f"a fixed tensor is combined with it in %{node.name}")
     w.set_kind("merge" if len(feats) > 1 else "act")
@@ -462,6 +478,8 @@ def _reduce(w: Walker, call: Call) -> Info:
     xnode = _first_tensor(w, call)
     x = w.info(xnode)
     if not isinstance(x, Feat):
+        if isinstance(x, Param):
+            w.pin(x.key)
         return w.fixed_out()
     rank = len(w.shape(xnode) or ())
     dim = call.arg(1, "dim", None)
@@ -486,10 +504,12 @@ def _reshape(w: Walker, call: Call) -> Info:
     """
     xnode = _first_tensor(w, call)
     x = w.info(xnode)
-    if not isinstance(x, Feat):
-        return w.fixed_out() if x is FIXED else x
     src = w.shape(xnode)
     dst = w.shape(call.node)
+    if isinstance(x, Param):
+        return _param_view(w, x, src, dst)
+    if not isinstance(x, Feat):
+        return w.fixed_out() if x is FIXED else x
     if src is None or dst is None:
         return w.unsupported("unknown shapes")
     a = x.axis
@@ -516,24 +536,76 @@ def _reshape(w: Walker, call: Call) -> Info:
     )
 
 
+def _param_view(
+    w: Walker, p: Param, src: tuple[int, ...] | None, dst: tuple[int, ...] | None
+) -> Info:
+    """A reshape of a parameter that only adds or removes size-1 axes is a view of it (the
+    parameter can still follow the units it meets); any other reshape pins it."""
+    if src is None or dst is None:
+        w.pin(p.key)
+        return w.fixed_out()
+    dims = p.dims if p.dims is not None else tuple(range(len(src)))
+    kept = [(n, d) for n, d in zip(src, dims) if n != 1]
+    if [n for n, _ in kept] != [n for n in dst if n != 1]:
+        w.pin(p.key)
+        return w.fixed_out()
+    it = iter(d for _, d in kept)
+    return Param(p.key, tuple(next(it) if n != 1 else None for n in dst))
+
+
+def _index_map(items: tuple[Any, ...], rank: int) -> list[int | None] | None:
+    """Source dim shown by each output dim of ``x[items]`` (``None``: a new axis), or ``None``
+    if the index is advanced (tensors, lists). Integer indices drop their dim."""
+    consuming = sum(1 for it in items if it is not None and it is not Ellipsis)
+    out: list[int | None] = []
+    src = 0
+    for it in items:
+        if it is None:
+            out.append(None)
+        elif it is Ellipsis:
+            n = rank - consuming
+            out.extend(range(src, src + n))
+            src += n
+        elif isinstance(it, slice):
+            out.append(src)
+            src += 1
+        elif isinstance(it, int):
+            src += 1
+        else:
+            return None
+    out.extend(range(src, rank))
+    return out
+
+
 def _permute_dims(w: Walker, call: Call) -> Info:
+    """``permute`` / ``transpose`` move the channel axis (channels-last LayerNorm blocks)."""
     xnode = _first_tensor(w, call)
     x = w.info(xnode)
-    if not isinstance(x, Feat):
+    if not isinstance(x, (Feat, Param)):
         return x
-    rank = len(w.shape(xnode) or ())
+    shape = w.shape(xnode)
+    if shape is None:
+        if isinstance(x, Param):
+            w.pin(x.key)
+            return w.fixed_out()
+        return w.unsupported("unknown shapes")
+    rank = len(shape)
     target = call.node.target
     if target in ("transpose", torch.transpose, torch.swapaxes, "swapaxes"):
         d0 = int(call.arg(1, "dim0")) % rank
         d1 = int(call.arg(2, "dim1")) % rank
-        axis = d1 if x.axis == d0 else d0 if x.axis == d1 else x.axis
-        return Feat(axis, x.segs)
-    dims: Any = call.node.args[1:]
-    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
-        dims = tuple(dims[0])
-    if not dims:
-        dims = call.node.kwargs.get("dims") or ()
-    order = [int(d) % rank for d in dims]
+        order = list(range(rank))
+        order[d0], order[d1] = d1, d0
+    else:
+        dims: Any = call.node.args[1:]
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        if not dims:
+            dims = call.node.kwargs.get("dims") or ()
+        order = [int(d) % rank for d in dims]
+    if isinstance(x, Param):
+        pdims = x.dims if x.dims is not None else tuple(range(rank))
+        return Param(x.key, tuple(pdims[o] for o in order))
     return Feat(order.index(x.axis), x.segs)
 
 
@@ -562,11 +634,27 @@ def _cat(w: Walker, call: Call) -> Info:
             else:
                 segs.append(Seg(None, (shape or ())[dim]))
         return Feat(axis, tuple(segs))
-    # Concatenation along another axis: every input shares the channel layout.
+    # Concatenation along another axis (tokens): every input shares the channel layout. A
+    # parameter (a CLS token, register tokens) is permuted with the units it joins.
+    layout = [(s.size, s.inner) for s in feats[0].segs]
     for info in infos:
-        if not isinstance(info, Feat) or [(s.size, s.inner) for s in info.segs] != [
-            (s.size, s.inner) for s in feats[0].segs
-        ]:
+        if isinstance(info, Param) and info.key is not None:
+            pa = info.axis_of(axis)
+            if pa is not None and all(s.inner == 1 for s in feats[0].segs):
+                _consume(w, Feat(axis, feats[0].segs), info.key, pa)
+                continue
+            w.freeze(
+                [g for f in feats for g in f.gids()],
+                f"a parameter not spanning the channel axis is concatenated in %{call.node.name}",
+            )
+            return feats[0]
+        if not isinstance(info, Feat):
+            w.freeze(
+                [g for f in feats for g in f.gids()],
+                f"a fixed tensor is concatenated with it in %{call.node.name}",
+            )
+            return feats[0]
+        if [(s.size, s.inner) for s in info.segs] != layout:
             w.freeze([g for f in feats for g in f.gids()], f"inputs of %{call.node.name} differ")
             return feats[0]
     for info in feats[1:]:
@@ -579,6 +667,9 @@ def _cat(w: Walker, call: Call) -> Info:
 
 
 def _getitem(w: Walker, call: Call) -> Info:
+    """Indexing. ``None``, ``:``, ``...`` and integer or slice indices of other dims are
+    reshapes that carry the channel axis through (``s[:, :, None, None]`` of a squeeze-excite
+    gate); selecting or slicing units and advanced (tensor) indexing are not."""
     src = call.node.args[0]
     idx = call.node.args[1]
     x = w.info(src)
@@ -586,26 +677,137 @@ def _getitem(w: Walker, call: Call) -> Info:
         return x[idx] if isinstance(idx, int) else w.generic(call)
     if x is None or x is FIXED:
         return x
+    items = idx if isinstance(idx, tuple) else (idx,)
+    shape = w.shape(src)
     if isinstance(x, Param):
-        w.pin(x.key)
-        return w.fixed_out()
+        if shape is None:
+            w.pin(x.key)
+            return w.fixed_out()
+        dims = x.dims if x.dims is not None else tuple(range(len(shape)))
+        imap = _index_map(items, len(shape))
+        ok = imap is not None and all(
+            it == slice(None) or (isinstance(it, int) and shape[d] == 1)
+            for d, it in _consumed(items, len(shape))
+        )
+        if not ok or imap is None:
+            w.pin(x.key)
+            return w.fixed_out()
+        return Param(x.key, tuple(dims[d] if d is not None else None for d in imap))
     if not isinstance(x, Feat):
         return w.generic(call)
-    # Tensor indexing: allowed when it leaves the channel axis whole.
-    items = idx if isinstance(idx, tuple) else (idx,)
-    axis = x.axis
-    for dim, it in enumerate(items):
-        if it is Ellipsis or it is None or isinstance(it, fx.Node):
-            return w.unsupported("advanced indexing of a permuted tensor")
-        if dim == x.axis:
-            if it != slice(None):
-                return w.unsupported("it slices the permuted channel axis")
-        elif isinstance(it, int):
-            if dim < x.axis:
-                axis -= 1
-        elif not isinstance(it, slice):
-            return w.unsupported("advanced indexing of a permuted tensor")
-    return Feat(axis, x.segs)
+    if shape is None:
+        return w.unsupported("unknown shapes")
+    imap = _index_map(items, len(shape))
+    if imap is None:
+        return w.unsupported("advanced indexing of a permuted tensor")
+    for d, it in _consumed(items, len(shape)):
+        if d == x.axis and it != slice(None):
+            return w.unsupported("it selects or slices units of the permuted channel axis")
+    return Feat(imap.index(x.axis), x.segs)
+
+
+def _consumed(items: tuple[Any, ...], rank: int) -> list[tuple[int, Any]]:
+    """``(source dim, index item)`` for every item that consumes a dim (not ``None``)."""
+    consuming = sum(1 for it in items if it is not None and it is not Ellipsis)
+    out: list[tuple[int, Any]] = []
+    src = 0
+    for it in items:
+        if it is None:
+            continue
+        if it is Ellipsis:
+            n = rank - consuming
+            out.extend((d, slice(None)) for d in range(src, src + n))
+            src += n
+        else:
+            out.append((src, it))
+            src += 1
+    return out
+
+
+def _expand(w: Walker, call: Call) -> Info:
+    """``expand`` / ``expand_as`` / ``broadcast_to``: size-1 axes repeated, leading axes added;
+    the channel axis keeps its units (it cannot be a size-1 axis being expanded)."""
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    src = w.shape(xnode)
+    dst = w.shape(call.node)
+    if src is None or dst is None:
+        if isinstance(x, Feat):
+            return w.unsupported("unknown shapes")
+        if isinstance(x, Param):
+            w.pin(x.key)
+        return w.fixed_out() if x is not None else None
+    shift = len(dst) - len(src)
+    if isinstance(x, Param):
+        dims = x.dims if x.dims is not None else tuple(range(len(src)))
+        new: list[int | None] = [None] * shift
+        for d, n in enumerate(src):
+            new.append(dims[d] if n == dst[d + shift] else None)
+        return Param(x.key, tuple(new))
+    if not isinstance(x, Feat):
+        return x
+    if dst[x.axis + shift] != x.width:
+        return w.unsupported("it expands the permuted channel axis")
+    return Feat(x.axis + shift, x.segs)
+
+
+def _resample(w: Walker, call: Call) -> Info:
+    """``F.interpolate`` / ``nn.Upsample`` / padding: each channel resampled or padded on its
+    own along the spatial dims, so units pass through (refused if the channel axis is among
+    the resampled or padded dims)."""
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    if not isinstance(x, Feat):
+        return x
+    rank = len(w.shape(xnode) or ())
+    target = call.node.target if call.module is None else call.module
+    touched: int
+    name = getattr(target, "__name__", type(target).__name__)
+    if name == "pad" or "Pad" in name:
+        pad = call.arg(1, "pad") if call.module is None else getattr(call.module, "padding", ())
+        pad = tuple(pad) if isinstance(pad, (tuple, list)) else (pad,) * (2 * _spatial_dims(target))
+        nz = [i for i, p in enumerate(pad) if p != 0]
+        touched = max(i // 2 for i in nz) + 1 if nz else 0
+    else:
+        touched = rank - 2
+    if x.axis >= rank - touched or any(s.inner != 1 for s in x.segs):
+        return w.unsupported("it resamples or pads along the permuted channel axis")
+    return x
+
+
+def _pixel_shuffle(w: Walker, call: Call) -> Info:
+    """``pixel_unshuffle(r)``: input channel c becomes the r*r consecutive channels
+    ``c*r*r + k`` (each unit owns r*r entries). ``pixel_shuffle(r)`` merges r*r consecutive
+    channels into one: supported only when every unit already owns a multiple of r*r."""
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    if not isinstance(x, Feat):
+        return x
+    rank = len(w.shape(xnode) or ())
+    if x.axis != rank - 3:
+        return w.unsupported("its channel axis is not the permuted axis")
+    if call.module is not None:
+        r = int(
+            getattr(call.module, "upscale_factor", 0) or getattr(call.module, "downscale_factor", 0)
+        )
+        unshuffle = isinstance(call.module, nn.PixelUnshuffle)
+    else:
+        unshuffle = "unshuffle" in getattr(call.node.target, "__name__", "")
+        r = int(call.arg(1, "downscale_factor" if unshuffle else "upscale_factor"))
+    f = r * r
+    if unshuffle:
+        return Feat(x.axis, tuple(Seg(s.gid, s.size, s.inner * f) for s in x.segs))
+    if all(s.inner % f == 0 for s in x.segs):
+        return Feat(x.axis, tuple(Seg(s.gid, s.size, s.inner // f) for s in x.segs))
+    return w.unsupported(
+        f"pixel_shuffle({r}) merges {f} consecutive channels of the permuted axis into one "
+        "spatial block, so those channels cannot be permuted on their own"
+    )
+
+
+def _constant(w: Walker, call: Call) -> Info:
+    """``zeros_like``, ``x.new_ones(...)``: values independent of the input's values."""
+    return w.fixed_out()
 
 
 def _meta(w: Walker, call: Call) -> Info:
@@ -735,8 +937,22 @@ RULES: tuple[Rule, ...] = (
         "convolution",
         "producer",
         _conv,
-        modules=(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d),
-        functions=(F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d),
+        modules=(
+            nn.Conv1d,
+            nn.Conv2d,
+            nn.Conv3d,
+            nn.ConvTranspose1d,
+            nn.ConvTranspose2d,
+            nn.ConvTranspose3d,
+        ),
+        functions=(
+            F.conv1d,
+            F.conv2d,
+            F.conv3d,
+            F.conv_transpose1d,
+            F.conv_transpose2d,
+            F.conv_transpose3d,
+        ),
     ),
     Rule("linear", "producer", _linear, modules=(nn.Linear,), functions=(F.linear,)),
     Rule(
@@ -835,7 +1051,55 @@ RULES: tuple[Rule, ...] = (
         methods=("permute", "transpose", "swapaxes"),
     ),
     Rule("cat", "shape", _cat, functions=(torch.cat, torch.concat, torch.concatenate)),
+    Rule(
+        "expand",
+        "shape",
+        _expand,
+        functions=(torch.broadcast_to,),
+        methods=("expand", "expand_as", "broadcast_to"),
+    ),
+    Rule(
+        "resample / pad",
+        "shape",
+        _resample,
+        modules=(
+            nn.Upsample,
+            nn.ZeroPad1d,
+            nn.ZeroPad2d,
+            nn.ZeroPad3d,
+            nn.ConstantPad1d,
+            nn.ConstantPad2d,
+            nn.ConstantPad3d,
+            nn.ReflectionPad1d,
+            nn.ReflectionPad2d,
+            nn.ReflectionPad3d,
+            nn.ReplicationPad1d,
+            nn.ReplicationPad2d,
+            nn.ReplicationPad3d,
+        ),
+        functions=(
+            F.interpolate,
+            F.upsample,
+            F.upsample_nearest,
+            F.upsample_bilinear,
+            F.pad,
+        ),
+    ),
+    Rule(
+        "pixel (un)shuffle",
+        "shape",
+        _pixel_shuffle,
+        modules=(nn.PixelShuffle, nn.PixelUnshuffle),
+        functions=(F.pixel_shuffle, F.pixel_unshuffle, torch.pixel_shuffle, torch.pixel_unshuffle),
+    ),
     Rule("getitem", "shape", _getitem, functions=(operator.getitem,)),
+    Rule(
+        "constant of a tensor's shape",
+        "meta",
+        _constant,
+        functions=(torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like),
+        methods=("new_zeros", "new_ones", "new_full", "new_empty"),
+    ),
     Rule("attribute", "meta", _getattr, functions=(getattr,)),
     Rule("size / dim", "meta", _meta, methods=("size", "dim", "numel")),
 )

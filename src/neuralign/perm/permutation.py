@@ -44,7 +44,10 @@ class Permutation:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, perms: Mapping[str, Any]) -> None:
+    def __init__(self, perms: Mapping[str, Any], spec: PermutationSpec | None = None) -> None:
+        #: The spec this permutation was made for, when known (``identity``, ``random``,
+        #: ``align``): :func:`~neuralign.perm.permute_model` then needs no ``spec=``.
+        self.spec = spec
         self.perms: dict[str, torch.Tensor] = {}
         for name, p in perms.items():
             t = torch.as_tensor(p, dtype=torch.int64).detach().cpu().flatten()
@@ -58,19 +61,21 @@ class Permutation:
     @classmethod
     def identity(cls, spec: PermutationSpec) -> Permutation:
         """The identity permutation of every group of ``spec``."""
-        return cls({g.name: torch.arange(g.size) for g in spec.groups.values()})
+        return cls({g.name: torch.arange(g.size) for g in spec.groups.values()}, spec)
 
     @classmethod
     def random(cls, spec: PermutationSpec, seed: int = 0) -> Permutation:
         """A uniformly random permutation of every group (``torch.Generator`` seeded with
         ``seed``; groups drawn in spec order, so the result is reproducible)."""
         gen = torch.Generator().manual_seed(seed)
-        return cls({g.name: torch.randperm(g.size, generator=gen) for g in spec.groups.values()})
+        return cls(
+            {g.name: torch.randperm(g.size, generator=gen) for g in spec.groups.values()}, spec
+        )
 
     # ------------------------------------------------------------------ algebra
     def inverse(self) -> Permutation:
         """The permutation undoing this one."""
-        return Permutation({k: torch.argsort(p) for k, p in self.perms.items()})
+        return Permutation({k: torch.argsort(p) for k, p in self.perms.items()}, self.spec)
 
     def compose(self, other: Permutation) -> Permutation:
         """``self`` after ``other``: applying the result = applying ``other``, then ``self``.
@@ -92,7 +97,10 @@ class Permutation:
                 if p.numel() != q.numel():
                     raise PermutationError(f"group {k!r}: sizes {p.numel()} and {q.numel()}")
                 out[k] = q[p]
-        return Permutation(out)
+        same = self.spec is other.spec or (
+            self.spec is not None and other.spec is not None and self.spec.equivalent(other.spec)
+        )
+        return Permutation(out, self.spec if same else None)
 
     def is_identity(self) -> bool:
         """Whether every group is mapped to itself."""

@@ -30,7 +30,9 @@ __all__ = [
     "Group",
     "PermutationSpec",
     "SpecError",
+    "Coverage",
     "Tap",
+    "coverage",
     "format_spec_table",
 ]
 
@@ -456,3 +458,83 @@ def format_spec_table(spec: PermutationSpec, max_members: int | None = 6) -> str
     total = sum(g.size for g in spec.groups.values())
     lines.append(f"{len(rows)} groups, {total} units")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a spec permutes, and what it leaves alone and why.
+
+    Attributes:
+        groups: Number of permutation groups.
+        units: Total units over all groups.
+        parameters: Learnable tensors of the model (``named_parameters``).
+        permuted: Those with at least one axis in some group.
+        unpermuted: Keys of learnable tensors no group touches (by architecture, such as the
+            first layer's input axis and the logits' output axis, these still appear as
+            *permuted* because their other axis is a member).
+        frozen: Frozen groups (discovered specs): name -> why they are left unpermuted.
+        frozen_units: Units in frozen groups.
+        opaque: Modules no symmetry rule knows: qualified name -> class (their parameters
+            stay unpermuted).
+    """
+
+    groups: int
+    units: int
+    parameters: int
+    permuted: int
+    unpermuted: tuple[str, ...]
+    frozen: dict[str, str]
+    frozen_units: int
+    opaque: dict[str, str]
+
+    @property
+    def empty(self) -> bool:
+        """Whether the spec permutes nothing."""
+        return self.groups == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        lines = [
+            f"coverage: {self.groups} groups, {self.units} units; "
+            f"{self.permuted} of {self.parameters} parameter tensors permuted"
+        ]
+        if self.frozen:
+            lines.append(f"frozen groups ({self.frozen_units} units left unpermuted):")
+            lines.extend(f"  {name}: {why}" for name, why in self.frozen.items())
+        if self.opaque:
+            by_cls: dict[str, list[str]] = {}
+            for name, cls in self.opaque.items():
+                by_cls.setdefault(cls, []).append(name)
+            for cls, names in by_cls.items():
+                lines.append(
+                    f"no symmetry rule for {cls} ({_join(names, 4)}): its parameters stay "
+                    "unpermuted"
+                )
+        if self.unpermuted:
+            lines.append(f"parameters left unpermuted: {_join(self.unpermuted, 8)}")
+        return "\n".join(lines)
+
+
+def coverage(spec: PermutationSpec, model: torch.nn.Module | Mapping[str, Any]) -> Coverage:
+    """Summarise what ``spec`` permutes in ``model`` (a module, or a mapping of its learnable
+    parameters by name), with the reason for every frozen group recorded at discovery."""
+    if isinstance(model, torch.nn.Module):
+        keys = [k for k, _ in model.named_parameters()]
+    else:
+        keys = list(model)
+    touched = spec.state_keys()
+    frozen = {str(k): str(v) for k, v in dict(spec.meta.get("frozen", {})).items()}
+    sizes = dict(spec.meta.get("frozen_sizes", {}))
+    return Coverage(
+        groups=len(spec.groups),
+        units=sum(g.size for g in spec.groups.values()),
+        parameters=len(keys),
+        permuted=sum(1 for k in keys if k in touched),
+        unpermuted=tuple(k for k in keys if k not in touched),
+        frozen=frozen,
+        frozen_units=int(sum(int(sizes.get(k, 0)) for k in frozen)),
+        opaque={str(k): str(v) for k, v in dict(spec.meta.get("opaque_modules", {})).items()},
+    )

@@ -29,7 +29,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from neuralign.errors import ConfigError, UnsupportedOpError
 from neuralign.perm._rules import FIXED, Call, Feat, Info, Param, lookup_rule
-from neuralign.perm.spec import AxisMember, Group, PermutationSpec, Tap
+from neuralign.perm.spec import AxisMember, Group, PermutationSpec, Tap, coverage
 
 __all__ = ["LeafSpec", "Walker", "discover_spec", "trace_model"]
 
@@ -84,11 +84,52 @@ def trace_model(model: nn.Module, leaf_modules: LeafSpec = ()) -> fx.Graph:
     try:
         return tracer.trace(model)
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
+        culprit = _untraceable_submodule(model, types, names)
+        if culprit:
+            cls = type(model.get_submodule(culprit)).__name__
+            where = (
+                f"The untraceable code is in submodule {culprit!r} ({cls}): make it a leaf "
+                f"(leaf_modules=[{culprit!r}], or leaf_modules=[{cls}] for every instance; "
+                "its parameters are then left unpermuted)"
+            )
+        else:
+            where = (
+                f"The untraceable code is in {type(model).__name__}.forward itself: make the "
+                "offending part a submodule and a leaf (leaf_modules=[...])"
+            )
         raise UnsupportedOpError(
-            f"torch.fx cannot trace {type(model).__name__}: {exc}. Make the untraceable "
-            "submodule a leaf (leaf_modules=[...]: its parameters are then left unpermuted) "
-            "or write the spec by hand (PermutationSpec.from_axes)."
+            f"torch.fx cannot trace {type(model).__name__} (data-dependent control flow or "
+            f"another untraceable construct): {exc}. {where}, or write the spec by hand "
+            "(PermutationSpec.from_axes)."
         ) from exc
+
+
+def _untraceable_submodule(
+    model: nn.Module, types: tuple[type[nn.Module], ...], names: set[str]
+) -> str | None:
+    """The deepest submodule that fx cannot trace on its own (``None``: only the root)."""
+
+    def fails(m: nn.Module) -> bool:
+        try:
+            _Tracer(types, names).trace(m)
+        except Exception:
+            return True
+        return False
+
+    culprit: str | None = None
+    prefix = ""
+    current = model
+    while True:
+        for name, child in current.named_children():
+            qual = f"{prefix}{name}"
+            tracer = _Tracer(types, names)
+            if tracer.is_leaf_module(child, qual) or qual in names:
+                continue
+            if fails(child):
+                culprit, prefix, current = qual, f"{qual}.", child
+                break
+        else:
+            return culprit
 
 
 def _as_tuple(example_input: Any) -> tuple[Any, ...]:
@@ -169,6 +210,8 @@ class Walker:
         self.pins: list[tuple[str, int | None, int, int]] = []
         self.hard: dict[int, str] = {}
         self.unsupported_ops: list[_Unsupported] = []
+        # modules with parameters that no rule knows (their parameters stay unpermuted)
+        self.opaque: dict[str, str] = {}
         self._rec: _GraphRecord | None = None
         self._node: fx.Node | None = None
 
@@ -301,8 +344,11 @@ class Walker:
             if isinstance(i, Param):
                 self.pin(i.key)
         if call.module is not None:
-            for k in call.module.state_dict():
+            keys = list(call.module.state_dict())
+            for k in keys:
                 self.pin(f"{call.prefix}.{k}")
+            if keys:
+                self.opaque.setdefault(call.prefix, type(call.module).__name__)
         if self.shape(node) is None and not any(i is not None for i in ins):
             return None
         return FIXED
@@ -397,28 +443,29 @@ class Walker:
             raise ConfigError(
                 f"freeze names unknown groups {unknown}; groups are: {sorted(by_name)}"
             )
-        hard = {self.find(g) for g in self.hard}
-        frozen = hard | {by_name[n] for n in freeze}
+        reasons: dict[int, str] = {}
+        for g, why in self.hard.items():
+            reasons.setdefault(self.find(g), why)
+        for n in freeze:
+            reasons.setdefault(by_name[n], "frozen by freeze=")
+        frozen = set(reasons)
+        failing = []
+        seen: set[tuple[str, str]] = set()
         for op in self.unsupported_ops:
             involved = sorted({self.find(g) for g in op.gids} - frozen)
-            if involved:
-                need = [names[r] for r in involved]
-                leaf = f"leaf_modules=[{op.module!r}]" if op.module else "leaf_modules=[...]"
-                raise UnsupportedOpError(
-                    f"cannot infer the channel permutation through {op.node}: {op.reason}. "
-                    f"Ways out: freeze=[{', '.join(map(repr, need))}] (keep those units "
-                    f"unpermuted), {leaf} (treat the enclosing module as opaque; its "
-                    "parameters stay unpermuted), or a hand-written spec "
-                    "(PermutationSpec.from_axes)."
-                )
-            frozen |= {self.find(g) for g in op.gids}
+            if involved and (op.node, op.reason) not in seen:  # once, not once per mode
+                seen.add((op.node, op.reason))
+                failing.append((op, [names[r] for r in involved]))
+        if failing:
+            raise UnsupportedOpError(_unsupported_message(failing, self.modules))
+        for op in self.unsupported_ops:
+            for g in op.gids:
+                reasons.setdefault(self.find(g), f"{op.reason} ({op.node})")
+        frozen = set(reasons)
         kept = [r for r in roots if r not in frozen]
         for r in roots:
             if r in frozen:
-                reason = self.hard.get(r) or next(
-                    (self.hard[g] for g in self.hard if self.find(g) == r), "frozen"
-                )
-                log.debug("group %s frozen: %s", names[r], reason)
+                log.debug("group %s frozen: %s", names[r], reasons[r])
         members: dict[int, list[AxisMember]] = {r: [] for r in kept}
         for (key, axis), slot in self.claims.items():
             for s, i, _n, g in slot:
@@ -431,7 +478,11 @@ class Walker:
         groups: dict[str, Group] = {}
         for r in kept:
             groups[names[r]] = Group(names[r], self.gsize[r], tuple(members[r]), tuple(taps[r]))
-        return PermutationSpec(groups)
+        spec = PermutationSpec(groups)
+        spec.meta["frozen"] = {names[r]: reasons[r] for r in roots if r in frozen}
+        spec.meta["frozen_sizes"] = {names[r]: self.gsize[r] for r in roots if r in frozen}
+        spec.meta["opaque_modules"] = dict(self.opaque)
+        return spec
 
     def _taps(self, records: list[_GraphRecord], kept: set[int]) -> dict[int, list[Tap]]:
         """Place taps: a node carrying a group is a tap when it holds fresh unit values (a
@@ -477,6 +528,41 @@ class Walker:
                         )
                     )
         return taps
+
+
+def _unsupported_message(
+    failing: list[tuple[_Unsupported, list[str]]], modules: dict[str, nn.Module]
+) -> str:
+    """One error for every op that meets a permuted tensor: the first op in full, and when
+    several instances of one module class fail alike, that class as the leaf to suggest."""
+    op, need = failing[0]
+    cls = type(modules[op.module]).__name__ if op.module in modules else None
+    alike = [
+        o
+        for o, _ in failing
+        if o.reason == op.reason and o.module in modules and type(modules[o.module]).__name__ == cls
+    ]
+    all_need = list(dict.fromkeys(n for _, ns in failing for n in ns))
+    if cls is not None and len({o.module for o in alike}) > 1:
+        where = sorted({str(o.module) for o in alike})
+        leaf = (
+            f"leaf_modules=[{cls}] (the class: all {len(where)} instances {', '.join(where[:4])}"
+            f"{', ...' if len(where) > 4 else ''} fail alike; they become opaque and their "
+            "parameters stay unpermuted)"
+        )
+    elif op.module:
+        leaf = (
+            f"leaf_modules=[{op.module!r}] (treat the enclosing {cls or 'module'} as opaque; "
+            "its parameters stay unpermuted)"
+        )
+    else:
+        leaf = "leaf_modules=[...] (treat the enclosing module as opaque)"
+    more = f" ({len(failing) - 1} more ops fail too)" if len(failing) > 1 else ""
+    return (
+        f"cannot infer the channel permutation through {op.node}: {op.reason}{more}. "
+        f"Ways out: freeze=[{', '.join(map(repr, all_need))}] (keep those units unpermuted), "
+        f"{leaf}, or a hand-written spec (PermutationSpec.from_axes)."
+    )
 
 
 def _to_meta(x: Any) -> Any:
@@ -563,9 +649,14 @@ def discover_spec(
         meta_work = _propagate_shapes(work, graph, inputs, meta_work)
         records.append(walker.walk(graph, mode))
     spec = walker.build(records, freeze)
-    spec.meta = {"modes": list(modes), "leaf_modules": leaves}
+    spec.meta.update({"modes": list(modes), "leaf_modules": leaves})
     if verify:
         from neuralign.perm.verify import verify_spec
 
         verify_spec(model, spec, example_input, modes=modes, atol=atol, rtol=rtol)
+    cov = coverage(spec, model)
+    if not spec.groups:
+        log.warning("discovered no permutation groups in %s:\n%s", type(model).__name__, cov)
+    else:
+        log.info("permutation symmetry of %s:\n%s", type(model).__name__, cov)
     return spec

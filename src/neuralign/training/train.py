@@ -33,9 +33,9 @@ from neuralign.io.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from neuralign.optim.schedules import lr_at
 from neuralign.training.evaluate import evaluate_model
 from neuralign.training.losses import classification_loss
-from neuralign.training.schedules import lr_at
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,124 @@
+"""Symmetry of modern building blocks: discovery, exact invariance, planted-permutation recovery.
+
+For every block (squeeze-excite in four spellings, channels-first and channels-last LayerNorm
+with layer-scale, U-Net skips across upsampling, a flatten head, a CLS token and position
+embedding, ...): discovery and its verification pass, a random permutation preserves the
+outputs in train and eval mode, and both alignment methods recover a planted permutation
+exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from modern_models import MODERN, make_modern
+from torch import nn
+
+from neuralign.alignment import align
+from neuralign.perm import AxisMember, Permutation, discover_spec, permute_model
+
+
+def _outputs(model: nn.Module, x: torch.Tensor, train: bool) -> list[torch.Tensor]:
+    model = copy.deepcopy(model).train(train)
+    with torch.no_grad():
+        out = model(x)
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+@pytest.fixture(scope="module", params=sorted(MODERN))
+def modern(request: pytest.FixtureRequest):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, x = make_modern(request.param, batch=48)
+        return request.param, model.eval(), x, discover_spec(model, x[:4])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_random_permutation_preserves_outputs(modern) -> None:
+    name, model, x, spec = modern
+    assert len(spec) > 0
+    perm = Permutation.random(spec, seed=5)
+    assert not perm.is_identity()
+    permuted = permute_model(model, perm, spec)
+    for train in (False, True):
+        for a, b in zip(_outputs(model, x, train), _outputs(permuted, x, train)):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["correlation", "weight"])
+def test_alignment_recovers_planted_permutation(modern, method: str) -> None:
+    name, model, x, spec = modern
+    perm = Permutation.random(spec, seed=7)
+    b = permute_model(model, perm, spec)
+    res = align(model, b, [x[:24], x[24:]], method=method, spec=spec)
+    expected = perm.inverse()
+    for g in spec.groups:
+        assert torch.equal(res.permutation.perms[g], expected.perms[g]), (name, method, g)
+    with torch.no_grad():
+        torch.testing.assert_close(res.aligned_b(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_squeeze_excite_gate_is_tied_to_its_features() -> None:
+    model, x = make_modern("se_none")
+    spec = discover_spec(model, x)
+    members = set(spec.groups["conv1.residual"].members)
+    # the gate's output rows and the features it scales share one permutation
+    assert AxisMember("se.fc2.weight", 0) in members
+    assert AxisMember("se.fc1.weight", 1) in members
+    assert AxisMember("conv2.weight", 1) in members
+
+
+def test_channels_last_layernorm_and_layer_scale_are_members() -> None:
+    model, x = make_modern("convnext")
+    spec = discover_spec(model, x)
+    stream = set(spec.groups["stem.residual"].members)
+    for key, axis in [
+        ("block.norm.weight", 0),
+        ("block.pw1.weight", 1),
+        ("block.pw2.weight", 0),
+        ("block.gamma", 0),
+        ("stem_norm.weight", 0),
+        ("down_norm.bias", 0),
+        ("block.dw.weight", 0),
+    ]:
+        assert AxisMember(key, axis) in stream, key
+    assert AxisMember("scale", 0) in spec.groups["down"].members
+
+
+def test_cls_token_and_position_embedding_follow_the_stream() -> None:
+    model, x = make_modern("tokens")
+    spec = discover_spec(model, x)
+    (stream,) = [g for g in spec if g.size == 8]
+    assert AxisMember("cls_token", 2) in stream.members
+    assert AxisMember("pos_embed", 2) in stream.members
+    assert AxisMember("patch.weight", 0) in stream.members
+
+
+def test_unet_skip_concatenation_offsets() -> None:
+    model, x = make_modern("unet")
+    spec = discover_spec(model, x)
+    assert AxisMember("dec2.0.weight", 1, 0) in spec.groups["mid.0"].members
+    assert AxisMember("dec2.0.weight", 1, 6) in spec.groups["enc2.0"].members
+    assert AxisMember("dec1.0.weight", 1, 4) in spec.groups["upconv"].members
+    assert AxisMember("upconv.weight", 0) in spec.groups["dec2.0"].members  # transposed: in=0
+
+
+def test_fixed_tensor_concatenated_still_freezes() -> None:
+    class FixedCat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(4, 6)
+            self.fc2 = nn.Linear(6, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.fc1(x)
+            h = torch.cat([h.new_ones(h.shape[0], 1, 6), h], dim=1)
+            return self.fc2(h).mean(1)
+
+    spec = discover_spec(FixedCat(), torch.randn(2, 3, 4))
+    assert "fc1" not in spec.groups
+    assert spec.meta["frozen"]["fc1"].startswith("a fixed tensor is concatenated")
