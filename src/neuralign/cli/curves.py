@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import check_fits, load_data, load_pair, shard
+from neuralign.cli.common import (
+    check_fits,
+    claim_out,
+    load_data,
+    load_pair,
+    schedule_fields,
+    shard,
+)
 from neuralign.cli.options import curve_sgd_options, dataset_options, device_option, progress_option
 
 
@@ -82,6 +89,24 @@ def curve_cmd(
         device=dev,
         seed=seed,
     )
+    fields = {
+        "kind": kind,
+        "bends": bends,
+        "dataset": dataset,
+        "train_images": len(train),
+        "batch_size": batch_size,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "schedule": schedule,
+        "lr_step": lr_step,
+        "lr_gamma": lr_gamma,
+        "augment": augment,
+        "train_subset": train_subset,
+        "seed": seed,
+        **schedule_fields(schedule, epochs),
+    }
+    claim_out(out, "neuralign curve", fields, {"model_a": model_a, "model_b": model_b})
     res = train_curve(
         curve,
         loader,

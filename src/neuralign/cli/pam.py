@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import check_fits, echo_table, load_data, load_pair, shard
+from neuralign.cli.common import (
+    check_fits,
+    claim_out,
+    echo_table,
+    load_data,
+    load_pair,
+    shard,
+)
 from neuralign.cli.options import curve_sgd_options, dataset_options, device_option, progress_option
 
 
@@ -134,6 +141,32 @@ def pam_cmd(
     # A fixed, non-augmented training subset scores rounding candidates and logs the objective.
     score = TensorLoader(scoring_subset(train, cfg, seed=seed + 1), batch_size=500, device=dev)
     align_data = balanced_subset(train, fraction=align_fraction, seed=seed)
+    fields = {
+        "init": init,
+        "outer": outer,
+        "p_epochs": p_epochs,
+        "p_lr": p_lr,
+        "nu": nu,
+        "projection": projection,
+        "round_samples": round_samples,
+        "align_fraction": align_fraction,
+        "bends": bends,
+        "dataset": dataset,
+        "train_images": len(train),
+        "batch_size": batch_size,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "schedule": schedule,
+        "lr_step": lr_step,
+        "lr_gamma": lr_gamma,
+        "augment": augment,
+        "train_subset": train_subset,
+        "seed": seed,
+        # the P-steps run before the curve steps: the curve epochs shape every later step
+        "epochs": epochs,
+    }
+    claim_out(out, "neuralign pam", fields, {"model_a": model_a, "model_b": model_b})
     res = pam(
         a,
         b,

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import check_fits, load_data
+from neuralign.cli.common import check_fits, claim_out, load_data, schedule_fields
 from neuralign.cli.options import attack_options, dataset_options, device_option, progress_option
 
 
@@ -144,6 +144,27 @@ def train_cmd(
         pgd = PGD(eps=eps, alpha=alpha, steps=steps)
         attack = pgd.attack_model
         meta["adversarial_training"] = pgd.config()
+    # Everything that determines the trained weights (docs/reliability.md, "Resume with
+    # changed arguments"); not the device or progress bars.
+    fields: dict[str, Any] = {
+        "arch": arch,
+        "model": {k: v for k, v in kwargs.items() if k not in ("mean", "std")},
+        "dataset": dataset,
+        "train_images": len(train),
+        "batch_size": batch_size,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "schedule": cfg.schedule,
+        "lr_step": lr_step,
+        "lr_gamma": lr_gamma,
+        "augment": augment,
+        "seed": seed,
+        "train_subset": train_subset,
+        "adversarial": meta.get("adversarial_training", False),
+        **schedule_fields(cfg.schedule, epochs),
+    }
+    claim_out(out_dir, "neuralign train", fields)
     res = train_model(
         model,
         train,
