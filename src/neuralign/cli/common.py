@@ -104,24 +104,40 @@ def claim_out(
 ) -> None:
     """Lock ``out`` and check its resume fingerprint before a command writes there.
 
-    The lock is released when the command's click context closes. In a distributed run
-    only rank 0 takes it (the other ranks write nothing of their own).
+    The lock is released when the command's click context closes. A folder this call
+    created is removed again then if the command wrote nothing into it (it failed on a bad
+    input first), so a refused command leaves no output folder behind. In a distributed run
+    only rank 0 takes the lock (the other ranks write nothing of their own).
     """
+    from pathlib import Path
+
     from neuralign import distributed as dist_
-    from neuralign.io.resume import claim_folder
+    from neuralign.io.resume import FINGERPRINT_NAME, claim_folder
 
     if not dist_.is_main():
         return
+    folder = Path(out)
+    created = not folder.exists()
     lock = claim_folder(
-        out,
+        folder,
         fields,
         command=command,
         inputs=inputs,
         notify=lambda msg: click.echo(f"note: {msg}", err=True),
     )
+
+    def close() -> None:
+        lock.release()
+        if created and folder.is_dir():
+            left = list(folder.iterdir())
+            if all(p.name == FINGERPRINT_NAME for p in left):
+                for p in left:
+                    p.unlink(missing_ok=True)
+                folder.rmdir()
+
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
-        ctx.call_on_close(lock.release)
+        ctx.call_on_close(close)
 
 
 def schedule_fields(schedule: str, epochs: int) -> dict[str, Any]:
