@@ -173,6 +173,38 @@ class TokenMixerNet(nn.Module):
         return self.head(self.norm(x)[:, 0])
 
 
+class GNBlock(nn.Module):
+    def __init__(self, c: int, groups: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.gn1 = nn.GroupNorm(groups, c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.gn2 = nn.GroupNorm(groups, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.silu(self.gn1(self.conv1(x)))
+        return F.silu(self.gn2(self.conv2(out)) + x)
+
+
+class GroupNormNet(nn.Module):
+    """ResNet-GN style: GroupNorm on the residual stream (4 groups of 3) and inside blocks;
+    GroupNorm over a concatenation whose parts are whole channel groups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 12, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 12)
+        self.block = GNBlock(12, 4)
+        self.side = nn.Conv2d(12, 3, 1)
+        self.cat_gn = nn.GroupNorm(5, 15)  # blocks of 3: side = 1 block, stream = 4 blocks
+        self.head = nn.Linear(15, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(F.silu(self.gn(self.stem(x))))
+        y = F.silu(self.cat_gn(torch.cat([F.silu(self.side(x)), x], 1)))
+        return self.head(y.mean((2, 3)))
+
+
 #: name -> (factory, input shape)
 MODERN = {
     "se_none": (lambda: SENet("none"), (3, 8, 8)),
@@ -183,6 +215,7 @@ MODERN = {
     "unet": (UNet, (3, 16, 16)),
     "flatten_head": (FlattenHead, (3, 8, 8)),
     "tokens": (TokenMixerNet, (3, 8, 8)),
+    "groupnorm": (GroupNormNet, (3, 8, 8)),
 }
 
 

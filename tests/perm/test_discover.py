@@ -231,8 +231,8 @@ def test_groupnorm() -> None:
     x = torch.randn(2, 3, 6, 6)
     spec = discover_spec(GN(1), x)
     assert AxisMember("gn.weight", 0) in spec.groups["conv"].members
-    with pytest.raises(UnsupportedOpError, match="GroupNorm with 2 groups"):
-        discover_spec(GN(2), x)
+    spec = discover_spec(GN(2), x)  # 2 channel groups: a structured group of 2 blocks
+    assert (spec.groups["conv"].blocks, spec.groups["conv"].block_size) == (2, 2)
 
 
 def test_grouped_conv_unsupported() -> None:

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
-from neuralign.alignment._lap import solve_lap
+from neuralign.alignment._lap import solve_family, solve_lap
 from neuralign.alignment._lockstep import LockstepRunner
 from neuralign.alignment.correlation_stats import CrossCorrelation
 from neuralign.errors import DataError
@@ -165,13 +165,30 @@ def match_correlation(
 ) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, float]]:
     """Solve each group's assignment; return ``(perms, mean corr before, mean corr after)``.
 
-    "Before" is the identity matching. Groups without taps keep the identity.
+    "Before" is the identity matching. Groups without taps keep the identity. Structured
+    groups (GroupNorm blocks, attention heads) are assigned block to block, linked groups
+    with one block permutation (:func:`~neuralign.alignment._lap.solve_family`); a linked
+    group without taps contributes nothing to its family's block choice.
     """
-    perms = {
-        g: solve_lap(stats.correlation(g).cpu())
-        if g in stats.accumulators
-        else torch.arange(grp.size)
-        for g, grp in spec.groups.items()
-    }
+    perms: dict[str, torch.Tensor] = {}
+    for family in spec.families():
+        grps = [spec.groups[g] for g in family]
+        if grps[0].blocks == 1 and len(family) == 1:
+            g = family[0]
+            perms[g] = (
+                solve_lap(stats.correlation(g).cpu())
+                if g in stats.accumulators
+                else torch.arange(grps[0].size)
+            )
+            continue
+        scores = [
+            stats.correlation(g.name).cpu()
+            if g.name in stats.accumulators
+            else torch.zeros(g.size, g.size, dtype=torch.float64)
+            for g in grps
+        ]
+        for g, p in zip(family, solve_family(scores, grps[0].blocks)):
+            perms[g] = p
+    perms = {g: perms[g] for g in spec.groups}
     before, after = correlation_of(stats, spec, perms)
     return perms, before, after

@@ -381,11 +381,22 @@ def _group_norm(w: Walker, call: Call) -> Info:
         w.pin(weight)
         w.pin(bias)
         return w.fixed_out()
-    if groups not in (1, x.width) or x.axis != 1:
-        return w.unsupported(
-            f"GroupNorm with {groups} groups of {x.width // max(groups, 1)} channels computes "
-            "statistics over fixed blocks of channels, so units may only move within a block"
-        )
+    if x.axis != 1:
+        return w.unsupported("its channel axis (dim 1) is not the permuted axis")
+    if groups not in (1, x.width):
+        # Statistics over fixed blocks of channels: a group's units may move block to block
+        # (whole blocks) and within a block (Wu & He 2018, GroupNorm) -- a structured group.
+        bs = x.width // groups
+        for start, seg in x.offsets():
+            if seg.gid is None:
+                continue
+            if seg.inner != 1 or start % bs or seg.size % bs:
+                w.freeze(
+                    [seg.gid],
+                    f"its units straddle the {groups} channel groups of GroupNorm %{call.node.name}",
+                )
+                continue
+            w.set_blocks(seg.gid, seg.size // bs, f"GroupNorm %{call.node.name}")
     _consume(w, x, weight, 0)
     _consume(w, x, bias, 0)
     return x

@@ -204,6 +204,8 @@ class Walker:
         self.parent: list[int] = []
         self.gsize: list[int] = []
         self.gname: list[str] = []
+        self.gblocks: list[int] = []  # block structure (GroupNorm, heads); 1: none
+        self.block_links: list[tuple[int, int]] = []  # groups sharing a block permutation
         self.producers: dict[str, int] = {}
         # (key, axis) -> list of [start, inner, size, gid]
         self.claims: dict[tuple[str, int], list[tuple[int, int, int, int]]] = {}
@@ -231,8 +233,27 @@ class Walker:
         if self.gsize[ra] != self.gsize[rb]:
             self.freeze([ra, rb], "tied groups of different sizes")
             return
+        ba, bb = self.gblocks[ra], self.gblocks[rb]
         lo, hi = min(ra, rb), max(ra, rb)
         self.parent[hi] = lo
+        if ba != bb and 1 not in (ba, bb):
+            self.freeze([lo], f"tied groups with different block structures ({ba} and {bb})")
+        self.gblocks[lo] = max(ba, bb)
+
+    def set_blocks(self, g: int, blocks: int, why: str) -> None:
+        """Restrict group ``g`` to permutations mapping ``blocks`` consecutive blocks of
+        units to blocks (``why`` names the op, for the freeze reason on a conflict)."""
+        r = self.find(g)
+        if blocks <= 1 or self.gblocks[r] == blocks:
+            return
+        if self.gblocks[r] != 1:
+            self.freeze([r], f"{why} needs {blocks} blocks, another op {self.gblocks[r]}")
+            return
+        self.gblocks[r] = blocks
+
+    def link_blocks(self, a: int, b: int) -> None:
+        """Groups ``a`` and ``b`` (same number of blocks) share their block permutation."""
+        self.block_links.append((a, b))
 
     def freeze(self, gids: Iterable[int], reason: str) -> None:
         """Leave groups unpermuted (sound whatever happens to them)."""
@@ -282,6 +303,7 @@ class Walker:
         self.parent.append(g)
         self.gsize.append(size)
         self.gname.append(name)
+        self.gblocks.append(1)
         if key is not None:
             self.producers[key] = g
         else:
@@ -475,14 +497,63 @@ class Walker:
                     if m not in members[r]:
                         members[r].append(m)
         taps = self._taps(records, set(kept))
+        links = self._links(set(kept), frozen, names, reasons)
+        kept = [r for r in kept if r not in reasons]
         groups: dict[str, Group] = {}
         for r in kept:
-            groups[names[r]] = Group(names[r], self.gsize[r], tuple(members[r]), tuple(taps[r]))
+            groups[names[r]] = Group(
+                names[r],
+                self.gsize[r],
+                tuple(members[r]),
+                tuple(taps[r]),
+                blocks=self.gblocks[r],
+                link=links.get(r),
+            )
         spec = PermutationSpec(groups)
-        spec.meta["frozen"] = {names[r]: reasons[r] for r in roots if r in frozen}
-        spec.meta["frozen_sizes"] = {names[r]: self.gsize[r] for r in roots if r in frozen}
+        spec.meta["frozen"] = {names[r]: reasons[r] for r in roots if r in reasons}
+        spec.meta["frozen_sizes"] = {names[r]: self.gsize[r] for r in roots if r in reasons}
         spec.meta["opaque_modules"] = dict(self.opaque)
         return spec
+
+    def _links(
+        self, kept: set[int], frozen: set[int], names: dict[int, str], reasons: dict[int, str]
+    ) -> dict[int, str]:
+        """Link labels of groups sharing a block permutation (named after the first). A
+        linked set with a frozen member, or whose members disagree on the number of blocks,
+        is frozen whole (its block permutation cannot move)."""
+        parent: dict[int, int] = {}
+
+        def find(x: int) -> int:
+            parent.setdefault(x, x)
+            while parent[x] != x:
+                x = parent[x]
+            return x
+
+        for a, b in self.block_links:
+            ra, rb = find(self.find(a)), find(self.find(b))
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+        sets: dict[int, list[int]] = {}
+        for g in parent:
+            sets.setdefault(find(g), []).append(g)
+        out: dict[int, str] = {}
+        for members in sets.values():
+            members = sorted(members)
+            blocks = {self.gblocks[g] for g in members}
+            bad = [g for g in members if g in frozen or g not in kept]
+            if bad or len(blocks) != 1:
+                why = (
+                    f"linked to frozen group {names[bad[0]]}"
+                    if bad
+                    else "linked groups disagree on their blocks"
+                )
+                for g in members:
+                    if g not in frozen and g in kept:
+                        reasons.setdefault(g, why)
+                continue
+            for g in members:
+                out[g] = names[members[0]]
+        return out
 
     def _taps(self, records: list[_GraphRecord], kept: set[int]) -> dict[int, list[Tap]]:
         """Place taps: a node carrying a group is a tap when it holds fresh unit values (a
