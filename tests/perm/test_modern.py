@@ -182,3 +182,49 @@ def test_structured_spec_round_trips_and_validates() -> None:
     assert back.groups["stem.residual"].blocks == 4
     with pytest.raises(SpecError, match="do not divide"):
         PermutationSpec.from_axes({"g": [("conv.weight", 0)]}, sizes={"g": 6}, blocks={"g": 4})
+
+
+@pytest.mark.parametrize("style", ["mha", "separate", "fused", "chunk"])
+def test_attention_heads_are_linked_structured_groups(style: str) -> None:
+    model, x = make_modern(f"vit_{style}")
+    spec = discover_spec(model, x)
+    prefix = "attn.0" if style in ("mha", "separate") else "attn.0.qkv"
+    qk, v = spec.groups[f"{prefix}.qk"], spec.groups[f"{prefix}.v"]
+    assert (qk.blocks, qk.block_size, v.blocks) == (2, 4, 2)  # 2 heads of 4 units
+    assert qk.link == v.link is not None
+    # one residual stream: patch embedding, CLS token, position embedding, every block's
+    # attention and MLP output projection, every LayerNorm
+    stream = {m.key for m in spec.groups["patch.residual"].members}
+    out = "attn.1.out_proj.weight" if style == "mha" else "attn.1.proj.weight"
+    for key in ("cls_token", "pos_embed", "n1.1.weight", "fc2.1.weight", "norm.bias", out):
+        assert key in stream, key
+    assert {"fc1.0", "fc1.1"} <= set(spec.groups)  # MLP hidden units, one group per block
+    if style == "mha":  # the correlation taps project the block input with q/k/v weights
+        assert {t.proj_start for t in qk.taps if t.mode == "eval"} == {0, 8}
+        assert {t.proj for t in v.taps} == {"attn.0.in_proj_weight"}
+    for seed in range(4):
+        Permutation.random(spec, seed=seed).check(spec)  # heads move together
+    # a permutation moving heads in q/k but not in v is refused
+    bad = Permutation.random(spec, seed=0).perms
+    bad[v.name] = torch.arange(v.size)
+    bad[qk.name] = torch.tensor([4, 5, 6, 7, 0, 1, 2, 3])
+    with pytest.raises(PermutationError, match="linked"):
+        Permutation(bad).check(spec)
+
+
+def test_per_head_attention_weights_freeze_the_heads() -> None:
+    class Returns(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Linear(4, 8)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.inp(x)
+            y, w = self.attn(h, h, h, average_attn_weights=False)
+            return self.out(y).sum(1) + w.sum((1, 2, 3))[:, None]
+
+    spec = discover_spec(Returns(), torch.randn(2, 3, 4))
+    assert "attn.qk" not in spec.groups
+    assert "per-head attention weights" in spec.meta["frozen"]["attn.qk"]

@@ -21,7 +21,7 @@ from neuralign.alignment._lap import solve_family, solve_lap
 from neuralign.alignment._lockstep import LockstepRunner
 from neuralign.alignment.correlation_stats import CrossCorrelation
 from neuralign.errors import DataError
-from neuralign.perm.spec import PermutationSpec
+from neuralign.perm.spec import PermutationSpec, Tap
 
 
 @dataclass
@@ -93,7 +93,7 @@ def correlation_statistics(
         device = p.device if p is not None else torch.device("cpu")
     # Each tap node feeds one accumulator per (group, tap) that reads it.
     runner = LockstepRunner(model_a, model_b, spec, pre_activation)
-    readers: dict[str, list[tuple[str, int, int, int, int]]] = {}
+    readers: dict[str, list[tuple[str, int, Tap]]] = {}
     accs: dict[str, list[CrossCorrelation]] = {}
     for g, grp in spec.groups.items():
         taps = [t for t in grp.taps if t.mode == runner.mode]
@@ -102,12 +102,16 @@ def correlation_statistics(
         accs[g] = [CrossCorrelation(grp.size, device, batch_dtype) for _ in taps]
         for i, tap in enumerate(taps):
             node = (tap.pre_node or tap.node) if pre_activation else tap.node
-            readers.setdefault(node, []).append((g, i, tap.start, tap.size, tap.dim))
+            readers.setdefault(node, []).append((g, i, tap))
+    # Projection taps (units inside nn.MultiheadAttention) read each model's own weights.
+    state_a = model_a.state_dict()
+    state_b = model_b.state_dict()
 
     def on_tap(node: str, va: torch.Tensor, vb: torch.Tensor) -> None:
-        for g, i, start, size, dim in readers[node]:
-            a = va.narrow(dim, start, size)
-            b = vb.narrow(dim, start, size)
+        for g, i, tap in readers[node]:
+            a = tap.read(va, state_a)
+            b = tap.read(vb, state_b)
+            dim = a.ndim - 1 if tap.proj is not None else tap.dim
             if dim != 1:
                 a, b = a.movedim(dim, 1), b.movedim(dim, 1)
             accs[g][i].update(a, b)

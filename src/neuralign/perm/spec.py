@@ -91,6 +91,12 @@ class Tap:
         dim: Channel dimension of the tapped tensor (1 for ``(N, C, ...)`` tensors).
         mode: ``"eval"`` or ``"train"``: the mode in which the model was traced (the graphs
             differ when ``forward`` branches on ``self.training``, e.g. auxiliary heads).
+        proj: For units computed inside an opaque module (the query/key/value units of
+            ``nn.MultiheadAttention``): the state-dict key of a weight matrix; the tapped
+            values are then ``F.linear(x, W[proj_start:proj_start+size], b[...])`` of the
+            node's output ``x`` (with the model's own weights), units on the last dim.
+        proj_start: First row of ``proj`` (and of ``proj_bias``).
+        proj_bias: State-dict key of the bias of that projection, if any.
     """
 
     node: str
@@ -101,6 +107,18 @@ class Tap:
     pre_module: str | None = None
     dim: int = 1
     mode: str = "eval"
+    proj: str | None = None
+    proj_start: int = 0
+    proj_bias: str | None = None
+
+    def read(self, value: torch.Tensor, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The group's units from the tapped node's value (``state``: the model's state
+        dict, for projection taps)."""
+        if self.proj is not None:
+            rows = slice(self.proj_start, self.proj_start + self.size)
+            bias = state[self.proj_bias][rows] if self.proj_bias else None
+            return torch.nn.functional.linear(value, state[self.proj][rows], bias)
+        return value.narrow(self.dim, self.start, self.size)
 
 
 @dataclass(frozen=True)
@@ -362,6 +380,15 @@ class PermutationSpec:
                             "pre_module": t.pre_module,
                             "dim": t.dim,
                             "mode": t.mode,
+                            **(
+                                {
+                                    "proj": t.proj,
+                                    "proj_start": t.proj_start,
+                                    "proj_bias": t.proj_bias,
+                                }
+                                if t.proj is not None
+                                else {}
+                            ),
                         }
                         for t in g.taps
                     ],
