@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
 from neuralign.checks import check_model_fits_data, check_training_data
-from neuralign.data import Augment, Dataset, TensorLoader
+from neuralign.data import Dataset, TensorLoader, default_augment
 from neuralign.device import select_device
 from neuralign.errors import CheckpointError, ConfigError
 from neuralign.io.atomic import atomic_path, atomic_write_text
@@ -33,9 +33,9 @@ from neuralign.io.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from neuralign.optim.schedules import lr_at
 from neuralign.training.evaluate import evaluate_model
 from neuralign.training.losses import classification_loss
-from neuralign.training.schedules import lr_at
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,6 @@ class TrainResult:
     test_acc: float | None = None
     checkpoint: Path | None = None
     resumed_from_epoch: int = 0
-
-
-def _default_augment(dataset: Dataset) -> Augment:
-    h = dataset.images.shape[-1]
-    return Augment(crop_padding=max(1, h // 8), flip=dataset.images.shape[1] == 3, rotation=15.0)
 
 
 def _parallel_model(model: nn.Module, device: torch.device, compile: bool) -> nn.Module:
@@ -194,7 +189,7 @@ def train_model(
         train_data,
         batch_size=cfg.batch_size // world,
         shuffle=True,
-        augment=_default_augment(train_data) if cfg.augment else None,
+        augment=default_augment(train_data) if cfg.augment else None,
         device=dev,
         seed=cfg.seed,
         drop_last=world > 1,
