@@ -122,7 +122,8 @@ def _print_alignment(res: Any) -> None:
     "--out",
     type=click.Path(dir_okay=False),
     required=True,
-    help="Aligned model B (.safetensors); the permutation goes next to it (.perm.json).",
+    help="Aligned model B (.safetensors, added when missing; another suffix is refused); the "
+    "permutation goes next to it (.perm.json).",
 )
 @click.option(
     "--plot",
@@ -163,7 +164,13 @@ def align_cmd(
     from neuralign.data import alignment_subset
     from neuralign.device import select_device
     from neuralign.io import read_metadata, save_checkpoint
+    from neuralign.io.outputs import check_not_input, checkpoint_out_path
 
+    out = str(checkpoint_out_path(out))
+    perm_path = Path(out).with_suffix(".perm.json")
+    for path, option in ((out, "--out"), (perm_path, "--out (its .perm.json)"), (plot, "--plot")):
+        if path is not None:
+            check_not_input(path, [model_a, model_b], option)
     dev = select_device(device)
     a, b = load_pair(model_a, model_b, dev)
     train = data.load("train")
@@ -190,7 +197,6 @@ def align_cmd(
     meta.pop("arch", None)
     meta.update({"aligned_to": str(model_a), "alignment_method": method, "align_on": align_on})
     save_checkpoint(out, res.aligned_b, meta)
-    perm_path = Path(out).with_suffix(".perm.json")
     res.permutation.save(perm_path)
     click.echo(
         f"{method} alignment on {res.num_images} images in {res.seconds:.1f}s -> {out} "

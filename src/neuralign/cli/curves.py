@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import DataSource, TrainArgs, check_fits, load_pair
+from neuralign.cli.common import (
+    DataSource,
+    TrainArgs,
+    check_fits,
+    claim_out,
+    load_pair,
+    schedule_fields,
+)
 from neuralign.cli.options import (
     curve_sgd_options,
     dataset_options,
@@ -70,6 +78,16 @@ def curve_cmd(
     cls = Bezier if kind == "bezier" else PolyChain
     meta = {"model_a": model_a, "model_b": model_b, "dataset": data.dataset}
     curve = cls(a, b, num_bends=bends, metadata=meta).to(dev)
+    fields = {
+        **training,
+        **schedule_fields(training.get("schedule", ""), epochs),
+        "kind": kind,
+        "bends": bends,
+        "dataset": data.dataset,
+        "train_images": len(train),
+        "loader": dataclasses.asdict(loader),
+    }
+    claim_out(out, "neuralign curve", fields, {"model_a": model_a, "model_b": model_b})
     res = train_curve(
         curve,
         loader.loader(train, dev),

@@ -38,6 +38,16 @@ def _evaluate(
 
 
 def _print_path(res: Any) -> None:
+    """Print the summary line; refuse (before anything is written) a non-finite path."""
+    bad = res.non_finite()
+    if bad:
+        from neuralign.errors import DivergedError
+
+        where = ", ".join(f"{k} at t = {[round(t, 4) for t in v][:4]}" for k, v in bad.items())
+        raise DivergedError(
+            f"the path has non-finite values ({where}): its metrics would be NaN, not a "
+            "barrier; nothing written (is a model or the curve diverged?)"
+        )
     click.echo(
         f"endpoint acc {res.endpoint_accuracy:.2f}%  min acc {res.min_accuracy:.2f}%  "
         f"avg acc (arc length) {res.avg_accuracy:.2f}%  max loss {res.max_loss:.4f}  "

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import DataSource, check_fits
+from neuralign.cli.common import DataSource, check_fits, claim_out, schedule_fields
 from neuralign.cli.options import (
     attack_options,
     dataset_options,
@@ -130,6 +130,20 @@ def train_cmd(
 
         pgd = PGD(**attack)
         meta["adversarial_training"] = pgd.config()
+    # Everything that determines the trained weights (docs/reliability.md, "Resume with
+    # changed arguments"); not the device or progress bars.
+    fields: dict[str, Any] = {
+        **{k: v for k, v in sgd.items() if k != "epochs"},
+        "schedule": schedule,
+        **schedule_fields(schedule, cfg.epochs),
+        "arch": arch,
+        "width": width,
+        "dataset": data.dataset,
+        "train_images": len(train),
+        "train_subset": train_subset,
+        "adversarial": meta.get("adversarial_training", False),
+    }
+    claim_out(out_dir, "neuralign train", fields)
     res = train_model(
         model,
         train,

@@ -36,6 +36,17 @@ def _version() -> str:
     return __version__
 
 
+def require_safetensors_suffix(path: str | os.PathLike[str], option: str = "path") -> None:
+    """Raise :class:`ConfigError` unless ``path`` ends in ``.safetensors``."""
+    if Path(path).suffix != ".safetensors":
+        from neuralign.io.outputs import checkpoint_out_path
+
+        fixed = checkpoint_out_path(path, option)  # raises for another suffix
+        raise ConfigError(
+            f"{option} {str(path)!r}: checkpoints are safetensors files; write {fixed} instead"
+        )
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     model_or_state: nn.Module | dict[str, torch.Tensor],
@@ -51,7 +62,13 @@ def save_checkpoint(
 
     Returns:
         The path written.
+
+    Raises:
+        ConfigError: If ``path`` does not end in ``.safetensors`` (the bytes are
+            safetensors; a ``.pt`` name would make every reader take them for a corrupt
+            pickle: docs/reliability.md, "Output paths").
     """
+    require_safetensors_suffix(path)
     meta: dict[str, Any] = {"library_version": _version(), "torch_version": torch.__version__}
     if isinstance(model_or_state, nn.Module):
         from neuralign.models import model_spec
