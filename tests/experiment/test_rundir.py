@@ -99,3 +99,14 @@ def test_labels() -> None:
     assert kind_label("bezier") == "Bezier curve"
     assert path_label("pam-aligned", "bezier") == "PAM Aligned Bezier curve"
     assert path_label("custom", "spline") == "custom spline"  # unknown names pass through
+
+
+def test_curve_families_are_found_through_the_registry() -> None:
+    from neuralign.curves import Bezier, Line, curve_families, curve_family
+    from neuralign.experiment.config import KINDS
+
+    assert {"line", "bezier", "polychain"} <= set(curve_families())
+    assert curve_family("bezier") is Bezier and curve_family("line") is Line
+    assert set(KINDS) == set(curve_families())
+    with pytest.raises(ConfigError, match="unknown curve family"):
+        curve_family("spline")

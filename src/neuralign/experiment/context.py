@@ -178,10 +178,10 @@ class RunContext:
 
     @staticmethod
     def curve_class(kind: str) -> Any:
-        """The curve family of ``kind`` (``line``, ``bezier`` or ``polychain``)."""
-        from neuralign.curves import Bezier, Line, PolyChain
+        """The registered curve family ``kind`` (``line``, ``bezier``, ``polychain``, ...)."""
+        from neuralign.curves import curve_family
 
-        return {"line": Line, "bezier": Bezier, "polychain": PolyChain}[kind]
+        return curve_family(kind)
 
     def curve(self, pair: int, variant: str, kind: str) -> Any:
         """The path ``variant``-``kind`` of ``pair`` (trained curves are loaded)."""
