@@ -22,11 +22,11 @@ import torch
 from _common import device_name, write_rows
 
 from neuralign.alignment import align
-from neuralign.pamopt.core import PAMConfig, pam
 from neuralign.curves import Bezier, train_curve
 from neuralign.data import TensorLoader, balanced_subset, load_dataset
 from neuralign.device import select_device
 from neuralign.io import load_model
+from neuralign.pamopt.core import PAMConfig, pam
 from neuralign.paths import evaluate_path
 from neuralign.perm import discover_spec
 
