@@ -22,11 +22,11 @@ import torch
 from _common import device_name, write_rows
 
 from neuralign.alignment import align
-from neuralign.curves import Bezier, train_curve
+from neuralign.curves import Bezier, CurveTrainConfig, train_curve
 from neuralign.data import TensorLoader, balanced_subset, load_dataset
 from neuralign.device import select_device
 from neuralign.io import load_model
-from neuralign.pamopt.core import PAMConfig, pam
+from neuralign.pamopt import PAMConfig, pam
 from neuralign.paths import evaluate_path
 from neuralign.perm import discover_spec
 
@@ -62,10 +62,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     )
     cfg = PAMConfig(
         p_epochs=args.p_epochs,
-        epochs=args.epochs,
-        lr=args.lr,
-        lr_step=max(1, args.epochs // 2),
         round_samples=args.round_samples,
+        curve=CurveTrainConfig(epochs=args.epochs, lr=args.lr, lr_step=max(1, args.epochs // 2)),
     )
 
     curves: dict[str, Bezier] = {}
@@ -77,9 +75,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         train_curve(
             curve,
             loader,
-            epochs=args.epochs,
-            lr=args.lr,
-            lr_step=cfg.lr_step,
+            cfg.curve,
             progress=False,
             seed=0,
         )

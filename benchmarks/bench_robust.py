@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             loader,
             epochs=args.curve_epochs,
             lr=args.curve_lr,
-            lr_schedule="constant",
+            schedule="constant",
             progress=False,
             seed=0,
             attack=curve_attack,

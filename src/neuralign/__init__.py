@@ -6,11 +6,16 @@ correlation or weight matching, fit curves between them and evaluate paths.
 """
 
 from neuralign._version import __version__
-
 from neuralign.alignment import AlignmentResult, align  # noqa: E402
 from neuralign.attacks import PGD  # noqa: E402
-from neuralign.pamopt import PAMConfig, PAMResult, pam  # noqa: E402
-from neuralign.curves import Bezier, Curve, Line, PolyChain, train_curve  # noqa: E402
+from neuralign.curves import (  # noqa: E402
+    Bezier,
+    Curve,
+    CurveTrainConfig,
+    Line,
+    PolyChain,
+    train_curve,
+)
 from neuralign.data import (  # noqa: E402
     Augment,
     Dataset,
@@ -24,13 +29,17 @@ from neuralign.errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
     DataError,
+    DivergedError,
+    ModelMismatchError,
     NeuralignError,
     SpecVerificationError,
     UnsupportedOpError,
 )
 from neuralign.experiment import ExperimentConfig, load_config, run_experiment  # noqa: E402
 from neuralign.io import load_checkpoint, load_model, save_checkpoint  # noqa: E402
+from neuralign.merge import MergeResult, merge  # noqa: E402
 from neuralign.models import create_model, list_models, model_spec  # noqa: E402
+from neuralign.pamopt import PAMConfig, PAMResult, pam  # noqa: E402
 from neuralign.paths import (  # noqa: E402
     PathResult,
     aggregate,
@@ -54,8 +63,10 @@ __all__ = [
     "AlignmentResult",
     "Bezier",
     "Curve",
+    "CurveTrainConfig",
     "ExperimentConfig",
     "Line",
+    "MergeResult",
     "PAMConfig",
     "PAMResult",
     "PathResult",
@@ -69,6 +80,7 @@ __all__ = [
     "evaluate_path",
     "evaluate_plane",
     "load_config",
+    "merge",
     "pam",
     "permute_model",
     "plot_paths",
@@ -81,6 +93,8 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DivergedError",
+    "ModelMismatchError",
     "Dataset",
     "NeuralignError",
     "PGD",

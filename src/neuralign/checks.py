@@ -8,15 +8,26 @@ input that trains the wrong thing).
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from neuralign.data import Dataset
-from neuralign.errors import ConfigError, DataError
+from neuralign.errors import ConfigError, DataError, DivergedError, ModelMismatchError
 
-__all__ = ["build_model", "check_model_fits_data", "check_training_data"]
+if TYPE_CHECKING:
+    from neuralign.data import Dataset
+
+__all__ = [
+    "build_model",
+    "check_compatible_models",
+    "check_finite_loss",
+    "check_finite_state",
+    "check_model_fits_data",
+    "check_training_data",
+]
 
 
 def check_training_data(dataset: Dataset, what: str = "training set") -> None:
@@ -134,3 +145,146 @@ def build_model(name: str, kwargs: dict[str, Any], where: str = "model.kwargs") 
         raise ConfigError(
             f"{where}: cannot build {name!r} with {kwargs!r:.200} ({type(exc).__name__}: {exc})"
         ) from None
+
+
+# ---------------------------------------------------------------------- divergence
+
+
+def check_finite_loss(
+    loss: float | torch.Tensor,
+    what: str = "training",
+    *,
+    epoch: int | None = None,
+    hint: str = "lower the learning rate",
+) -> None:
+    """Raise :class:`DivergedError` if ``loss`` is NaN or infinite.
+
+    The one guard every trainer calls on its epoch (or step) loss, so a diverged run stops
+    with the same clear line wherever it happens (endpoint, curve, PAM P-step and ψ-step,
+    robust training) instead of saving NaN weights that later turn into silently wrong
+    numbers (docs/reliability.md, "Divergence").
+
+    Args:
+        loss: The loss (a Python number or a tensor of any shape; a tensor is synced).
+        what: What was being trained, for the message (``"curve training"``).
+        epoch: The epoch, for the message.
+        hint: The fix to suggest.
+    """
+    if isinstance(loss, torch.Tensor):
+        finite = bool(torch.isfinite(loss.detach()).all())
+        shown: Any = loss.detach().flatten()[0].item() if loss.numel() else loss
+    else:
+        finite = math.isfinite(float(loss))
+        shown = loss
+    if not finite:
+        at = f" at epoch {epoch}" if epoch is not None else ""
+        raise DivergedError(f"{what} diverged{at} (loss {shown}); {hint}")
+
+
+def check_finite_state(
+    state: Mapping[str, torch.Tensor] | nn.Module,
+    what: str = "training",
+    *,
+    epoch: int | None = None,
+    hint: str = "lower the learning rate",
+) -> None:
+    """Raise :class:`DivergedError` if a floating-point entry of ``state`` is NaN/Inf.
+
+    Called before a trainer saves weights, so nothing non-finite is ever written.
+    """
+    sd = state.state_dict() if isinstance(state, nn.Module) else state
+    bad = [
+        k
+        for k, v in sd.items()
+        if isinstance(v, torch.Tensor)
+        and v.is_floating_point()
+        and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        at = f" at epoch {epoch}" if epoch is not None else ""
+        raise DivergedError(
+            f"{what} diverged{at}: non-finite (NaN/Inf) weights in {len(bad)} entries, e.g. "
+            f"{bad[:3]}; {hint}"
+        )
+
+
+# ---------------------------------------------------------------------- model pairs
+
+
+def _as_state(m: nn.Module | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    return m.state_dict() if isinstance(m, nn.Module) else m
+
+
+def check_compatible_models(
+    models: Sequence[nn.Module | Mapping[str, torch.Tensor]],
+    names: Sequence[str] | None = None,
+    *,
+    spec: Any = None,
+    what: str = "",
+) -> None:
+    """Raise :class:`ModelMismatchError` unless all ``models`` share one architecture.
+
+    Compares every model's state dict with the first one's: the same keys, and for each key
+    the same shape and dtype. When ``spec`` (a :class:`~neuralign.perm.PermutationSpec`)
+    is given, every model must fit it too (its ``validate``). The message names the first
+    mismatch (keys in forward order), e.g. ``model B has entries model A lacks:
+    ['layers.2.weight', ...]`` or ``fc.weight: shape (10, 32) in model A, (10, 16) in model
+    B``. Without this check a pair of different depths aligns "successfully" and the aligned
+    model computes a different function, and a width mismatch surfaces as an untyped
+    ``RuntimeError`` deep inside a matrix product.
+
+    Args:
+        models: Two or more modules or state dicts.
+        names: Their names in the message (default ``model A``, ``model B``, ...).
+        spec: Optional permutation spec all models must fit.
+        what: The operation, as a message prefix (``"align"``).
+
+    Raises:
+        ModelMismatchError: On the first difference found.
+    """
+    if names is None:
+        names = [
+            f"model {chr(ord('A') + i)}" if i < 26 else f"model {i}" for i in range(len(models))
+        ]
+    pre = f"{what}: " if what else ""
+    states = [_as_state(m) for m in models]
+    if not states:
+        return
+    ref, ref_name = states[0], names[0]
+    ref_keys = list(ref.keys())
+    for st, name in zip(states[1:], names[1:], strict=True):
+        extra = [k for k in st if k not in ref]
+        missing = [k for k in ref_keys if k not in st]
+        if extra or missing:
+            parts = []
+            if extra:
+                parts.append(f"{name} has entries {ref_name} lacks: {extra[:4]}")
+            if missing:
+                parts.append(f"{ref_name} has entries {name} lacks: {missing[:4]}")
+            raise ModelMismatchError(
+                f"{pre}{ref_name} and {name} are not the same architecture ({'; '.join(parts)}"
+                "); both models must be built with the same architecture and arguments"
+            )
+        for k in ref_keys:
+            a, b = ref[k], st[k]
+            if tuple(a.shape) != tuple(b.shape):
+                raise ModelMismatchError(
+                    f"{pre}{k}: shape {tuple(a.shape)} in {ref_name}, {tuple(b.shape)} in {name}; "
+                    "both models must be built with the same architecture and arguments (width, "
+                    "num_classes, ...)"
+                )
+            if a.dtype != b.dtype:
+                raise ModelMismatchError(
+                    f"{pre}{k}: dtype {a.dtype} in {ref_name}, {b.dtype} in {name}; convert both "
+                    "models to one dtype first"
+                )
+    if spec is not None:
+        from neuralign.errors import NeuralignError
+
+        for st, name in zip(states, names, strict=True):
+            try:
+                spec.validate(st)
+            except NeuralignError as exc:
+                raise ModelMismatchError(
+                    f"{pre}{name} does not fit the permutation spec: {exc}"
+                ) from None

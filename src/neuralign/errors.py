@@ -24,6 +24,14 @@ class CheckpointError(NeuralignError, ValueError):
     """A checkpoint is missing, corrupt, unsafe, or does not fit the model."""
 
 
+class DivergedError(ConfigError):
+    """Training produced a non-finite loss or weights (the settings make it diverge)."""
+
+
+class ModelMismatchError(NeuralignError, ValueError):
+    """Models that must share an architecture (endpoints of a path, a pair to align) do not."""
+
+
 class UnsupportedOpError(NeuralignError):
     """Permutation discovery met an operation it cannot reason about."""
 

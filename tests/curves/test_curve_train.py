@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from nets_testlib import MLPBN, Batches, ConvBN, make_pair
 from neuralign.curves import Bezier, Line, PolyChain, train_curve
 from neuralign.errors import ConfigError
+from neuralign.optim.schedules import lr_at
 from neuralign.paths import evaluate_path
-from neuralign.training.schedules import lr_at
 
 
 def _snapshot(module: nn.Module) -> dict[str, Tensor]:
@@ -71,7 +71,7 @@ class _DyingBatches(Batches):
 @pytest.mark.parametrize("schedule", ["step", "cosine"])
 def test_resume_equals_uninterrupted(tmp_path: Path, schedule: str) -> None:
     a, b = make_pair(MLPBN)
-    kw = dict(epochs=4, lr=0.05, lr_schedule=schedule, lr_step=2, progress=False, seed=3)
+    kw = dict(epochs=4, lr=0.05, schedule=schedule, lr_step=2, progress=False, seed=3)
     data = _random_batches(seed=1)
 
     full = PolyChain(a, b, num_bends=4)
@@ -139,7 +139,7 @@ def test_lr_schedules_and_errors() -> None:
     with pytest.raises(ConfigError, match="no trainable"):
         train_curve(Line(a, b), _random_batches(), epochs=1, progress=False)
     with pytest.raises(ConfigError):
-        train_curve(Bezier(a, b), _random_batches(), epochs=1, lr_schedule="bogus")
+        train_curve(Bezier(a, b), _random_batches(), epochs=1, schedule="bogus")
 
 
 def test_curve_training_lowers_the_barrier(
@@ -153,7 +153,7 @@ def test_curve_training_lowers_the_barrier(
     line = evaluate_path(Line(a, b), test, ts=11, bn_data=bn, progress=False)
     curve = Bezier(a, b, num_bends=3)
     res = train_curve(
-        curve, train, epochs=6, lr=0.05, lr_schedule="constant", progress=False, test_data=test
+        curve, train, epochs=6, lr=0.05, schedule="constant", progress=False, test_data=test
     )
     assert "test_acc" in res.history[-1]
     path = evaluate_path(curve, test, ts=11, bn_data=bn, progress=False)

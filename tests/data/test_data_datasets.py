@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import tarfile
@@ -18,6 +19,7 @@ from neuralign.data import (
     list_datasets,
     load_dataset,
     parse_synthetic_name,
+    registry,
 )
 from neuralign.data import datasets as ds_mod
 from neuralign.errors import DataError
@@ -34,6 +36,8 @@ def test_list_datasets_describes_every_loader() -> None:
         "digits",
         "mnist5k",
         "synthetic",
+        "folder",
+        "tensors",
     }
     assert infos["cifar100"].num_classes == 100 and infos["tinyimagenet"].shape == (3, 64, 64)
     assert any("/usr/share/datasets" in s for s in infos["fashion-mnist"].searched)
@@ -157,20 +161,28 @@ def test_download_file_good_and_bad_checksum(tmp_path: Path, fixtures: Path) -> 
         download_file(src.as_uri(), bad, "crc:1234")
 
 
+def _replace_sources(
+    monkeypatch: pytest.MonkeyPatch, name: str, remotes: list[registry.Remote]
+) -> None:
+    """Point a registry row's download sources at local files (for this test only)."""
+    row = registry.dataset_spec(name)
+    monkeypatch.setitem(registry._REGISTRY, name, dataclasses.replace(row, sources=tuple(remotes)))
+
+
 def test_load_dataset_download_idx(
     tmp_path: Path, fixtures: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     remotes = []
     for f in sorted((fixtures / "fashion-mnist").iterdir()):
-        remotes.append(ds_mod._Remote(f.as_uri(), "sha256:" + _sha256(f), f.name))
-    monkeypatch.setitem(ds_mod._SOURCES, "fashion-mnist", remotes)
+        remotes.append(registry.Remote(f.as_uri(), "sha256:" + _sha256(f), f.name))
+    _replace_sources(monkeypatch, "fashion-mnist", remotes)
     with pytest.raises(DataError, match="not found"):
         load_dataset("fashion-mnist", data_dir=tmp_path)
     ds = load_dataset("fashion-mnist", "test", data_dir=tmp_path, download=True)
     assert ds.images.shape == (50, 1, 28, 28)
     assert (tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file()
     # Without data_dir the download goes to the download root ($NEURALIGN_DATA_DIR here).
-    monkeypatch.setattr(ds_mod, "_SYSTEM_DIR", tmp_path / "no-system-datasets")
+    monkeypatch.setattr(ds_mod, "SYSTEM_DIR", tmp_path / "no-system-datasets")
     assert len(load_dataset("fashion-mnist", download=True)) == 100
 
 
@@ -181,10 +193,10 @@ def test_load_dataset_download_cifar_tarball(
     tarball.parent.mkdir()
     with tarfile.open(tarball, "w:gz") as tf:
         tf.add(fixtures / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    monkeypatch.setitem(
-        ds_mod._SOURCES,
+    _replace_sources(
+        monkeypatch,
         "cifar10",
-        [ds_mod._Remote(tarball.as_uri(), "sha256:" + _sha256(tarball), tarball.name)],
+        [registry.Remote(tarball.as_uri(), "sha256:" + _sha256(tarball), tarball.name)],
     )
     root = tmp_path / "data"
     ds = load_dataset("cifar10", "test", data_dir=root, download=True)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neuralign.data import load_dataset, readers
+from neuralign.data import imagecache, load_dataset, readers
 from neuralign.errors import DataError
 
 
@@ -270,10 +270,10 @@ def test_tinyimagenet_reads_pixels_and_reuses_cache(
     gray = load_dataset("tinyimagenet", data_dir=tmp_path).images[0]
     assert gray[0].equal(gray[1]) and gray[1].equal(gray[2])  # grayscale JPEG -> RGB
 
-    def no_decode(path: Path) -> np.ndarray:
+    def no_decode(path: Path, *args: object) -> np.ndarray:
         raise AssertionError(f"decoded {path} although a cache exists")
 
-    monkeypatch.setattr(readers, "_decode_rgb", no_decode)
+    monkeypatch.setattr(imagecache, "decode_image", no_decode)
     again = load_dataset("tinyimagenet", "test", data_dir=root)
     np.testing.assert_array_equal(again.images.numpy(), _tiny_expected(root, "test")[0])
     # A changed folder invalidates the cache.
@@ -289,14 +289,14 @@ def test_tinyimagenet_cache_falls_back_when_root_not_writable(
 ) -> None:
     root = tmp_path / "ro" / "tiny-imagenet-200"
     shutil.copytree(fixtures / "tiny-imagenet-200", root)
-    real_write = readers._write_cache
+    real_write = imagecache.write_cache
 
     def write(path: Path, *args: object) -> bool:
         if root in path.parents:
             return False  # as if the dataset directory were read-only
         return real_write(path, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(readers, "_write_cache", write)
+    monkeypatch.setattr(imagecache, "write_cache", write)
     load_dataset("tinyimagenet", "test", data_dir=root.parent)
     assert not list(root.glob("*.npz"))
     cached = list((Path(os.environ["XDG_CACHE_HOME"]) / "neuralign").rglob("*.npz"))

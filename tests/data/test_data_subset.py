@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -37,10 +39,36 @@ def test_remainder_and_fraction() -> None:
     assert len(balanced_subset(ds, fraction=0.5)) == 31
 
 
+def test_whole_split_when_asking_for_all(caplog: pytest.LogCaptureFixture) -> None:
+    ds = _dataset()  # 30/12/20: not balanceable at its full size
+    for n in (62, 63, 10_000):
+        with caplog.at_level(logging.INFO, logger="neuralign.data.subset"):
+            caplog.clear()
+            sub = balanced_subset(ds, n=n)
+        assert sub.images.equal(ds.images) and sub.labels.equal(ds.labels)
+        assert "using the whole split" in caplog.text
+    assert balanced_subset(ds, fraction=1.0).labels.equal(ds.labels)
+
+
+def test_unbalanceable_falls_back_to_stratified(caplog: pytest.LogCaptureFixture) -> None:
+    ds = _dataset()  # class 1 has 12 < 40 // 3 + 1
+    with caplog.at_level(logging.WARNING, logger="neuralign.data.subset"):
+        sub = balanced_subset(ds, n=40, seed=3)
+    assert "stratified proportional" in caplog.text and "class 1 has 12" in caplog.text
+    counts = sub.class_counts().tolist()
+    assert sum(counts) == 40
+    # proportional to 30/12/20 of 62: exact shares 19.35, 7.74, 12.90
+    assert counts == [19, 8, 13]
+    ids = sub.images[:, 0, 0, 0].long()
+    assert ids.tolist() == sorted(set(ids.tolist())) and ds.labels[ids].equal(sub.labels)
+    assert balanced_subset(ds, n=40, seed=3).images.equal(sub.images)  # deterministic
+    for n in range(37, 62):  # every size works and fits every class
+        c = balanced_subset(ds, n=n, seed=n).class_counts()
+        assert int(c.sum()) == n and bool((c <= ds.class_counts()).all())
+
+
 def test_impossible_requests() -> None:
     ds = _dataset()
-    with pytest.raises(DataError, match="class 1 has 12"):
-        balanced_subset(ds, n=40)
     with pytest.raises(DataError, match="exactly one"):
         balanced_subset(ds)
     with pytest.raises(DataError, match="exactly one"):
@@ -49,3 +77,6 @@ def test_impossible_requests() -> None:
         balanced_subset(ds, fraction=1.5)
     with pytest.raises(DataError, match="n must be"):
         balanced_subset(ds, n=0)
+    missing = Dataset(ds.images[:4], torch.tensor([0, 0, 1, 1]), 3, "toy", (0.1,), (0.2,))
+    with pytest.raises(DataError, match="no samples of class"):
+        balanced_subset(missing, n=3)

@@ -20,8 +20,8 @@ from torch import nn
 import neuralign as na
 from neuralign import distributed as dist_
 from neuralign.alignment.correlation import correlation_statistics
-from neuralign.pamopt.core import PAMConfig, pam
 from neuralign.data import Dataset, TensorLoader
+from neuralign.pamopt import PAMConfig, pam
 from neuralign.paths import evaluate_state, recompute_bn
 
 GLOBAL_BATCH = 64
@@ -105,7 +105,7 @@ def main(out: Path) -> None:
             rank=rank,
             world_size=world,
         ),
-        PAMConfig(p_epochs=2, epochs=1, round_samples=2, lr=0.05),
+        PAMConfig(p_epochs=2, round_samples=2, curve=na.CurveTrainConfig(epochs=1, lr=0.05)),
         init="correlation",
         align_data=ds,
         score_data=TensorLoader(ds, 200),

@@ -13,16 +13,18 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from neuralign.curves import CurveTrainConfig
+from neuralign.data import TensorLoader, load_dataset
+from neuralign.errors import CheckpointError, ConfigError
+from neuralign.models import create_model
+from neuralign.pamopt import PAMConfig
 from neuralign.pamopt.birkhoff import (
     birkhoff_decomposition,
     constraint_violation,
     project_doubly_stochastic,
     round_to_permutation,
 )
-from neuralign.pamopt.core import PAMConfig, changed_fraction, pam
-from neuralign.data import TensorLoader, load_dataset
-from neuralign.errors import CheckpointError, ConfigError
-from neuralign.models import create_model
+from neuralign.pamopt.core import changed_fraction, pam
 from neuralign.perm import Permutation, PermutationSpec, apply_permutation, discover_spec
 from neuralign.training import TrainConfig, train_model
 
@@ -161,7 +163,13 @@ def planted() -> Planted:
         return Planted()
 
 
-CFG = PAMConfig(p_epochs=2, p_lr=4.0, epochs=1, lr=0.05, round_samples=4, score_batches=6)
+CFG = PAMConfig(
+    p_epochs=2,
+    p_lr=4.0,
+    round_samples=4,
+    score_batches=6,
+    curve=CurveTrainConfig(epochs=1, lr=0.05),
+)
 
 
 def test_pam_from_identity_moves_toward_the_planted_permutation(planted: Planted) -> None:
@@ -225,7 +233,13 @@ class _Interrupting:
 def test_pam_resume_matches_an_uninterrupted_run(
     planted: Planted, tmp_path: Path, where: str
 ) -> None:
-    cfg = PAMConfig(p_epochs=2, p_lr=4.0, epochs=2, lr=0.05, round_samples=2, score_batches=4)
+    cfg = PAMConfig(
+        p_epochs=2,
+        p_lr=4.0,
+        round_samples=2,
+        score_batches=4,
+        curve=CurveTrainConfig(epochs=2, lr=0.05),
+    )
     full = pam(
         planted.a,
         planted.b,
@@ -281,7 +295,7 @@ def test_pam_resume_matches_an_uninterrupted_run(
             planted.a,
             planted.b,
             planted.loader(),
-            PAMConfig(p_epochs=1, epochs=1),
+            PAMConfig(p_epochs=1, curve=CurveTrainConfig(epochs=1)),
             spec=planted.spec,
             progress=False,
             checkpoint_dir=tmp_path / "full",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,9 +19,20 @@ from neuralign.alignment.correlation import (
 )
 from neuralign.alignment.weight_matching import weight_matching
 from neuralign.errors import ConfigError
-from neuralign.perm import Permutation, PermutationSpec, apply_permutation, discover_spec
+from neuralign.perm import (
+    Coverage,
+    Permutation,
+    PermutationSpec,
+    SpecError,
+    apply_permutation,
+    coverage,
+    discover_spec,
+)
+from neuralign.perm.taps import derive_taps
 
 METHODS = ("correlation", "weight")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +50,9 @@ class AlignmentResult:
         objective: weight matching's objective after each sweep (empty for correlation).
         num_images: images used for the statistics.
         seconds: wall time of the alignment.
+        coverage: what the spec permutes and what it leaves unpermuted, with reasons.
+        untapped: groups the correlation method could not observe (no activation tap even
+            after deriving taps from their producer layers); they keep the identity.
     """
 
     permutation: Permutation
@@ -49,6 +64,8 @@ class AlignmentResult:
     objective: list[float] = field(default_factory=list)
     num_images: int = 0
     seconds: float = 0.0
+    coverage: Coverage | None = None
+    untapped: list[str] = field(default_factory=list)
 
     def table(self) -> list[dict[str, Any]]:
         """Rows ``{group, size, before, after}`` in forward order (for printing/CSV)."""
@@ -140,6 +157,9 @@ def align(
         raise ConfigError(
             f"unknown alignment method {method!r}; choose one of {', '.join(METHODS)}"
         )
+    from neuralign.checks import check_compatible_models
+
+    check_compatible_models([model_a, model_b], what="align")
     t0 = time.perf_counter()
     device = _model_device(model_a)
     batches = (
@@ -153,10 +173,41 @@ def align(
                 )
             example_input = _example_input(data, batches)
         spec = discover_spec(model_a, example_input.to(device))
+    check_compatible_models([model_a, model_b], spec=spec, what="align")
+    cov = coverage(spec, model_a)
+    if cov.empty:
+        raise SpecError(
+            f"nothing to align: the permutation spec of {type(model_a).__name__} has no "
+            f"groups.\n{cov}"
+        )
+    untapped: list[str] = []
+    if batches is not None:
+        missing = [g.name for g in spec.groups.values() if not g.taps]
+        if missing:
+            # A hand-written spec has no taps: read activations at its producer layers.
+            if example_input is None:
+                example_input = _example_input(data, batches)
+            spec_stats = derive_taps(model_a, spec, example_input.to(device))
+            untapped = [g.name for g in spec_stats.groups.values() if not g.taps]
+            if len(untapped) == len(spec.groups) and method == "correlation":
+                raise SpecError(
+                    "method='correlation' needs activation taps, and none of the spec's groups "
+                    f"has one or a producer layer (Linear/Conv output) to tap ({untapped[:6]}"
+                    f"{'...' if len(untapped) > 6 else ''}): use a discovered spec "
+                    "(discover_spec) or method='weight'"
+                )
+            if untapped:
+                log.warning(
+                    "alignment: groups without activation taps keep the identity under "
+                    "correlation matching: %s",
+                    ", ".join(untapped),
+                )
+        else:
+            spec_stats = spec
     stats = None
     if batches is not None:
         stats = correlation_statistics(
-            model_a, model_b, spec, batches, pre_activation=pre_activation, progress=progress
+            model_a, model_b, spec_stats, batches, pre_activation=pre_activation, progress=progress
         )
     elif method == "correlation":
         raise ConfigError("method='correlation' needs data: pass a Dataset or batches of inputs")
@@ -178,7 +229,7 @@ def align(
         )
         if stats is not None:
             before, after = correlation_of(stats, spec, perms)
-    perm = Permutation(perms)
+    perm = Permutation(perms, spec)
     aligned = copy.deepcopy(model_b)
     aligned.load_state_dict(apply_permutation(model_b.state_dict(), spec, perm))
     return AlignmentResult(
@@ -191,4 +242,6 @@ def align(
         objective=objective,
         num_images=stats.num_images if stats is not None else 0,
         seconds=time.perf_counter() - t0,
+        coverage=cov,
+        untapped=untapped if method == "correlation" else [],
     )

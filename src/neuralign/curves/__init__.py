@@ -8,12 +8,14 @@ from neuralign.curves.base import (
     validate_states,
 )
 from neuralign.curves.bezier import Bezier, bernstein
+from neuralign.curves.config import CurveTrainConfig
 from neuralign.curves.polychain import Line, PolyChain, polychain_coefficients
 from neuralign.curves.train import CurveTrainResult, train_curve
 
 __all__ = [
     "Bezier",
     "Curve",
+    "CurveTrainConfig",
     "CurveTrainResult",
     "Line",
     "PolyChain",

@@ -107,34 +107,16 @@ def validate_states(
     """Check that two state dicts fit ``model`` and each other.
 
     Raises:
-        ConfigError: (a ``ValueError``) naming missing or unexpected keys, or keys whose
-            shapes or dtypes differ.
+        ModelMismatchError: (a ``ValueError``) naming the first missing or unexpected key,
+            or key whose shape or dtype differs
+            (:func:`neuralign.checks.check_compatible_models`).
     """
-    ref = model.state_dict()
-    for label, state in (("state_a", state_a), ("state_b", state_b)):
-        missing = [k for k in ref if k not in state]
-        extra = [k for k in state if k not in ref]
-        if missing or extra:
-            raise ConfigError(
-                f"{label} does not fit the model: missing keys {missing}, unexpected keys "
-                f"{extra}. Both endpoints must be state dicts of the same architecture."
-            )
-    bad_shape = [
-        f"{k}: {tuple(state_a[k].shape)} vs {tuple(state_b[k].shape)}"
-        for k in ref
-        if state_a[k].shape != state_b[k].shape or state_a[k].shape != ref[k].shape
-    ]
-    if bad_shape:
-        raise ConfigError(
-            "endpoint shapes differ (state_a vs state_b) for keys: " + "; ".join(bad_shape)
-        )
-    bad_dtype = [
-        f"{k}: {state_a[k].dtype} vs {state_b[k].dtype}"
-        for k in ref
-        if state_a[k].dtype != state_b[k].dtype
-    ]
-    if bad_dtype:
-        raise ConfigError("endpoint dtypes differ for keys: " + "; ".join(bad_dtype))
+    from neuralign.checks import check_compatible_models
+
+    check_compatible_models(
+        [model.state_dict(), state_a, state_b], ["the architecture", "endpoint A", "endpoint B"]
+    )
+    check_compatible_models([state_a, state_b], ["endpoint A", "endpoint B"])
 
 
 def parameter_distance(
@@ -230,7 +212,8 @@ class Curve(nn.Module):
         metadata: Free-form JSON-serialisable metadata kept with the curve and saved.
 
     Raises:
-        ConfigError: (a ``ValueError``) when the endpoints do not share keys, shapes or dtypes.
+        ModelMismatchError: (a ``ValueError``) naming the first key the endpoints do not
+            share, or whose shape or dtype differs.
     """
 
     family: ClassVar[str] = "curve"
@@ -456,13 +439,16 @@ class Curve(nn.Module):
         under the safetensors metadata key ``"neuralign"``.
 
         Args:
-            path: Destination (``.safetensors`` recommended).
+            path: Destination (must end in ``.safetensors``).
 
         Returns:
             The path written.
         """
         from safetensors.torch import save_file
 
+        from neuralign.io.checkpoint import require_safetensors_suffix
+
+        require_safetensors_suffix(path)
         tensors: dict[str, Tensor] = {}
         for k in range(self.num_bends):
             for i, key in enumerate(self.interpolated_keys):
@@ -514,8 +500,8 @@ class Curve(nn.Module):
             A curve of the saved family (``Curve.load`` dispatches; ``Bezier.load`` checks).
 
         Raises:
-            CheckpointError: on a missing/corrupt file, a family mismatch, or a model whose
-                state-dict keys differ from the saved ones.
+            CheckpointError: on a missing/corrupt file, non-finite control points, a family
+                mismatch, or a model whose state-dict keys differ from the saved ones.
         """
         from safetensors.torch import load_file
 
@@ -552,6 +538,17 @@ class Curve(nn.Module):
                 f"unexpected keys {extra}"
             )
         tensors = load_file(str(path), device=str(map_location))
+        bad = [
+            name
+            for name, t in tensors.items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())
+        ]
+        if bad:
+            raise CheckpointError(
+                f"{path}: non-finite (NaN/Inf) values in {len(bad)} curve tensors, e.g. "
+                f"{sorted(bad)[:3]}; the curve training that wrote it diverged: train it again "
+                "with a lower learning rate"
+            )
         n = int(header["num_bends"])
         interp: list[str] = header["interpolated_keys"]
         try:

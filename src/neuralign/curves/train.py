@@ -33,13 +33,14 @@ from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
 from neuralign.curves.base import Curve, functional_forward
+from neuralign.curves.config import CurveTrainConfig
 from neuralign.data.loader import TensorLoader
 from neuralign.errors import CheckpointError, ConfigError
 from neuralign.io.atomic import atomic_path, atomic_write_text
 from neuralign.models.common import split_logits
-from neuralign.training.schedules import lr_at
+from neuralign.optim.schedules import lr_at
 
-__all__ = ["CurveAttack", "CurveTrainResult", "train_curve"]
+__all__ = ["CurveAttack", "CurveTrainConfig", "CurveTrainResult", "train_curve"]
 
 #: ``attack(model, state, x, y) -> x_adv``: crafts inputs against the point φ(t) (robust curves).
 CurveAttack = Callable[[nn.Module, Mapping[str, Tensor], Tensor, Tensor], Tensor]
@@ -96,16 +97,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def train_curve(
     curve: Curve,
     data: Iterable[Any],
+    config: CurveTrainConfig | None = None,
     *,
-    epochs: int,
-    lr: float = 1e-2,
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    weight_decay: float = 5e-4,
-    lr_schedule: str = "step",
-    lr_step: int = 20,
-    lr_gamma: float = 0.5,
-    aux_weight: float = 0.3,
     device: str | torch.device | None = None,
     progress: bool = True,
     log_path: str | os.PathLike[str] | None = None,
@@ -117,6 +110,7 @@ def train_curve(
     attack: CurveAttack | None = None,
     amp: bool = True,
     compile: bool = False,
+    **overrides: Any,
 ) -> CurveTrainResult:
     """Train the interior control points of ``curve`` with SGD.
 
@@ -159,15 +153,8 @@ def train_curve(
     Args:
         curve: The curve; trained in place (and moved to ``device`` when given).
         data: Iterable of ``(x, y)`` training batches (``x`` float, ``y`` int64).
-        epochs: Total number of epochs (including ones done before a resume).
-        lr: Initial learning rate (paper: 1e-2).
-        momentum: SGD momentum.
-        nesterov: Use Nesterov momentum.
-        weight_decay: :math:`\\lambda` of the L2 term on :math:`\\varphi(t)` (paper: 5e-4).
-        lr_schedule: ``"step"``, ``"cosine"`` or ``"constant"``.
-        lr_step: Epochs between step decays.
-        lr_gamma: Step decay factor.
-        aux_weight: Weight of auxiliary-head losses (models returning ``(logits, *aux)``).
+        config: The hyper-parameters (:class:`~neuralign.curves.CurveTrainConfig`; default:
+            the paper's). ``config.epochs`` counts epochs done before a resume too.
         device: Device to train on; default: where the curve is.
         progress: Show a tqdm progress bar.
         log_path: Write the history as JSON lines (one per epoch), atomically every epoch.
@@ -189,6 +176,8 @@ def train_curve(
             inputs only, at that same ``t``. For BatchNorm networks craft the examples with
             batch statistics (``PGD(..., mode="batch-stats")``): interior points carry
             endpoint A's running statistics, which do not describe them.
+        **overrides: Fields of :class:`CurveTrainConfig` replacing ``config``'s
+            (``train_curve(curve, data, epochs=10, lr=0.05)``).
 
     Returns:
         A :class:`CurveTrainResult` with the per-epoch history.
@@ -197,20 +186,20 @@ def train_curve(
         ConfigError: on a curve without trainable points or bad arguments.
         CheckpointError: when the checkpoint in ``checkpoint_dir`` does not fit the curve.
     """
+    cfg = CurveTrainConfig.of(config or CurveTrainConfig()).replace(**overrides)
+    cfg.validate("train_curve")
+    epochs, lr = cfg.epochs, cfg.lr
     params = curve.control_parameters()
     if not params:
         raise ConfigError(
             f"{type(curve).__name__} with {curve.num_bends} bends has no trainable control "
             "point; use num_bends >= 3"
         )
-    if epochs < 0:
-        raise ConfigError(f"epochs must be >= 0, got {epochs}")
-    lr_at(0, base_lr=lr, schedule=lr_schedule, epochs=epochs)  # validates the schedule name
     if device is not None:
         curve.to(device)
     dev = _curve_device(curve)
     optimizer = torch.optim.SGD(
-        params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0
+        params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=0.0
     )
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
@@ -261,7 +250,12 @@ def train_curve(
             if hasattr(data, "set_epoch"):
                 data.set_epoch(epoch)
             epoch_lr = lr_at(
-                epoch, base_lr=lr, schedule=lr_schedule, epochs=epochs, step=lr_step, gamma=lr_gamma
+                epoch,
+                base_lr=lr,
+                schedule=cfg.schedule,
+                epochs=epochs,
+                step=cfg.lr_step,
+                gamma=cfg.lr_gamma,
             )
             for group in optimizer.param_groups:
                 group["lr"] = epoch_lr
@@ -281,10 +275,10 @@ def train_curve(
                 ce = F.cross_entropy(logits.float(), y)
                 objective = ce
                 for a in aux:
-                    objective = objective + aux_weight * F.cross_entropy(a.float(), y)
-                if weight_decay:
+                    objective = objective + cfg.aux_weight * F.cross_entropy(a.float(), y)
+                if cfg.weight_decay:
                     l2 = torch.stack([state[k].float().pow(2).sum() for k in keys]).sum()
-                    objective = objective + 0.5 * weight_decay * l2
+                    objective = objective + 0.5 * cfg.weight_decay * l2
                 optimizer.zero_grad(set_to_none=True)
                 if objective.requires_grad:  # False only at t == 0 exactly (the endpoint)
                     objective.backward()

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neuralign.curves.config import CurveTrainConfig
 from neuralign.errors import ConfigError
+from neuralign.optim.schedules import SCHEDULES
+from neuralign.pamopt.config import PAMConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,22 +73,22 @@ class AlignConfig:
     batch_size: int = 500  # batch size of the statistics pass
 
 
-@dataclass
-class CurveConfig:
-    """Which paths to build and how to train curves (METHOD.md §3)."""
+@dataclass(frozen=True)
+class CurveConfig(CurveTrainConfig):
+    """Which paths to build; curve training is :class:`~neuralign.curves.CurveTrainConfig`'s
+    fields (epochs, lr, momentum, nesterov, weight_decay, schedule, lr_step, lr_gamma,
+    aux_weight), with its defaults (the paper's)."""
 
     kinds: list[str] = field(default_factory=lambda: ["line", "bezier"])  # line|bezier|polychain
     variants: list[str] = field(
         default_factory=lambda: ["unaligned", "correlation"]
     )  # unaligned | correlation | weight | pam-unaligned | pam-aligned (see [pam])
     bends: int = 3  # control points incl. endpoints (3 = quadratic Bezier, the paper's)
-    epochs: int = 250  # curve training epochs
-    lr: float = 1e-2  # initial learning rate (paper: 1e-2)
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # L2 penalty on the point of the curve φ(t)
-    schedule: str = "step"  # step | cosine | constant
-    lr_step: int = 20  # epochs between step decays
-    lr_gamma: float = 0.5  # step decay factor
+
+    @property
+    def training(self) -> CurveTrainConfig:
+        """The curve-training settings, as :func:`~neuralign.curves.train_curve` takes them."""
+        return CurveTrainConfig.of(self)
 
 
 @dataclass
@@ -115,25 +118,16 @@ class RobustConfig:
     test_subset: int = 0  # class-balanced test images for the robust series (0 = eval's)
 
 
-@dataclass
-class PamConfig:
-    """PAM, the variants pam-unaligned / pam-aligned (METHOD.md §4; curve steps use [curves])."""
-
-    outer_iterations: int = 1  # outer P-step + curve-step iterations (paper: 1)
-    p_epochs: int = 20  # epochs of each P-step (paper: 20)
-    p_lr: float = 0.0  # P-step step size; 0 = half of curves.lr (the paper's choice)
-    nu: float = 1e3  # proximal parameter ν: pull η/ν toward the step's starting permutation
-    projection: str = "exact"  # exact | dykstra | sinkhorn: projection onto doubly stochastic
-    round_samples: int = 8  # Birkhoff–von Neumann samples scored as rounding candidates
-    score_subset: int = 2000  # class-balanced, non-augmented training images for the objective
-    objective_ts: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fixed t's
+#: Fields of :class:`~neuralign.pamopt.PAMConfig` an experiment takes from elsewhere: the
+#: curve steps and ``bends`` from ``[curves]``, ``seed`` from the top level.
+PAM_FROM_ELSEWHERE = ("curve", "bends", "seed")
 
 
 @dataclass
 class ExperimentConfig:
     """A whole experiment: endpoints → alignment → curves → paths → report."""
 
-    name: str = "experiment"  # shown in the report
+    name: str = "experiment"  # shown in the report; default run folder runs/<name> (plain name)
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
     seed: int = 0  # seed of subsets, curve t-sampling and weight matching
     data: DataConfig = field(default_factory=DataConfig)
@@ -142,8 +136,17 @@ class ExperimentConfig:
     align: AlignConfig = field(default_factory=AlignConfig)
     curves: CurveConfig = field(default_factory=CurveConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    pam: PamConfig = field(default_factory=PamConfig)
+    pam: PAMConfig = field(default_factory=PAMConfig)  # [pam]: see PAM_FROM_ELSEWHERE
     robust: RobustConfig = field(default_factory=RobustConfig)
+
+    def __post_init__(self) -> None:
+        # One source for every setting: PAM's curve steps are the [curves] ones.
+        self.pam = dataclasses.replace(
+            self.pam,
+            curve=self.curves.training,
+            bends=self.curves.bends,
+            seed=self.seed,
+        )
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
@@ -153,7 +156,9 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (JSON/TOML serialisable)."""
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["pam"] = {k: v for k, v in self.pam.to_dict().items() if k not in PAM_FROM_ELSEWHERE}
+        return d
 
     def to_toml(self) -> str:
         """TOML text that :func:`parse_config` reads back to an equal config."""
@@ -171,7 +176,6 @@ KINDS = ("line", "bezier", "polychain")
 VARIANTS = ("unaligned", "correlation", "weight", "pam-unaligned", "pam-aligned")
 PAM_VARIANTS = ("pam-unaligned", "pam-aligned")
 BN_MODES = ("train-subset", "train-full-augmented", "none")
-SCHEDULES = ("step", "cosine", "constant", "robust")
 
 
 def _check_type(path: str, value: Any, tp: Any) -> Any:
@@ -190,6 +194,11 @@ def _check_type(path: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{path}: expected a list, got {value!r}")
         (inner,) = typing.get_args(tp)
         return [_check_type(f"{path}[{i}]", v, inner) for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_check_type(f"{path}[{i}]", v, inner) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a table, got {value!r}")
@@ -242,13 +251,15 @@ def _require(cond: bool, msg: str) -> None:
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Check ranges and choices; raise :class:`ConfigError` naming the first bad field."""
-    from neuralign.data import list_datasets
-    from neuralign.models import list_models
+    from neuralign.data import is_dataset, list_datasets
+    from neuralign.io.outputs import safe_component
+    from neuralign.models import is_reference, list_models
 
+    # the default run folder is runs/<name>: one plain path component (docs/reliability.md)
+    safe_component(cfg.name, "name")
     names = [d.name for d in list_datasets()]
-    base = cfg.data.dataset.split(":")[0]
     _require(
-        base in names,
+        is_dataset(cfg.data.dataset),
         f"data.dataset: unknown dataset {cfg.data.dataset!r}; choose one of {', '.join(names)}",
     )
     _require(
@@ -259,7 +270,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     )
     _require(cfg.data.batch_size >= 1, f"data.batch_size: must be >= 1, got {cfg.data.batch_size}")
     _require(
-        cfg.model.arch in list_models(),
+        cfg.model.arch in list_models() or is_reference(cfg.model.arch),
         f"model.arch: unknown architecture "
         f"{cfg.model.arch!r}; choose one of {', '.join(list_models())}",
     )
@@ -299,37 +310,14 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         c.bends >= 3,
         f"curves.bends: must be >= 3 (a trainable curve has a control point), got {c.bends}",
     )
-    _require(c.epochs >= 0, f"curves.epochs: must be >= 0, got {c.epochs}")
-    _require(c.lr > 0, f"curves.lr: must be > 0, got {c.lr}")
-    _require(0 <= c.momentum < 1, f"curves.momentum: must be in [0, 1), got {c.momentum}")
-    _require(
-        c.schedule in SCHEDULES[:3],
-        f"curves.schedule: must be one of step, cosine, constant, got {c.schedule!r}",
-    )
-    _require(c.lr_step >= 1, f"curves.lr_step: must be >= 1, got {c.lr_step}")
+    c.validate("curves")
     pam_variants = [x for x in c.variants if x in PAM_VARIANTS]
     _require(
         not pam_variants or "bezier" in c.kinds,
         f"curves.kinds: the variants {', '.join(pam_variants)} train a Bezier curve; "
         "add 'bezier' to curves.kinds",
     )
-    p = cfg.pam
-    _require(
-        p.outer_iterations >= 1, f"pam.outer_iterations: must be >= 1, got {p.outer_iterations}"
-    )
-    _require(p.p_epochs >= 0, f"pam.p_epochs: must be >= 0, got {p.p_epochs}")
-    _require(p.p_lr >= 0, f"pam.p_lr: must be >= 0 (0 = half of curves.lr), got {p.p_lr}")
-    _require(p.nu > 0, f"pam.nu: must be > 0, got {p.nu}")
-    _require(
-        p.projection in ("exact", "dykstra", "sinkhorn"),
-        f"pam.projection: must be one of exact, dykstra, sinkhorn, got {p.projection!r}",
-    )
-    _require(p.round_samples >= 0, f"pam.round_samples: must be >= 0, got {p.round_samples}")
-    _require(p.score_subset >= 1, f"pam.score_subset: must be >= 1, got {p.score_subset}")
-    _require(
-        len(p.objective_ts) > 0 and all(0 < t < 1 for t in p.objective_ts),
-        f"pam.objective_ts: need points in (0, 1), got {p.objective_ts}",
-    )
+    cfg.pam.validate("pam")
     ev = cfg.eval
     _require(ev.points >= 2, f"eval.points: must be >= 2, got {ev.points}")
     _require(
@@ -365,6 +353,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     """Build and validate a config from a parsed TOML/YAML document."""
+    pam = raw.get("pam")
+    for key in PAM_FROM_ELSEWHERE if isinstance(pam, dict) else ():
+        if key in pam:
+            where = "the top-level seed" if key == "seed" else f"[curves] ({key})"
+            raise ConfigError(f"pam.{key}: PAM takes this from {where}; set it there")
     cfg = _build(ExperimentConfig, raw, "")
     return validate(cfg)
 
@@ -404,7 +397,7 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, str):
         return json.dumps(v)
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"

@@ -32,12 +32,22 @@ import torch
 from torch import nn
 
 from neuralign import distributed as dist_
-from neuralign.data import Dataset, TensorLoader, balanced_subset, load_dataset
+from neuralign.data import (
+    Dataset,
+    TensorLoader,
+    alignment_subset,
+    balanced_subset,
+    bn_loader,
+    bn_subset,
+    load_dataset,
+    make_loader,
+)
 from neuralign.device import select_device
 from neuralign.errors import ConfigError
 from neuralign.experiment.config import PAM_VARIANTS, ExperimentConfig, parse_config
 from neuralign.io.atomic import atomic_write_text, remove_stale_temporaries
 from neuralign.io.checkpoint import load_model, save_checkpoint
+from neuralign.models import data_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -162,30 +172,16 @@ class Experiment:
                 train = balanced_subset(train, n=min(c.data.train_subset, len(train)), seed=c.seed)
             if c.data.test_subset:
                 test = balanced_subset(test, n=min(c.data.test_subset, len(test)), seed=c.seed)
-            if c.align.subset_size:
-                align = balanced_subset(train, n=min(c.align.subset_size, len(train)), seed=c.seed)
-            elif c.align.subset_fraction < 1:
-                align = balanced_subset(train, fraction=c.align.subset_fraction, seed=c.seed)
-            else:
-                align = train
-            bn = balanced_subset(train, n=min(c.eval.bn_subset, len(train)), seed=c.seed + 1)
+            align = alignment_subset(
+                train, fraction=c.align.subset_fraction, size=c.align.subset_size, seed=c.seed
+            )
+            bn = bn_subset(train, c.eval.bn_subset, seed=c.seed)
             self._data = RunData(train, test, align, bn)
         return self._data
 
     def _model_kwargs(self) -> dict[str, Any]:
-        d = self.data.train
-        kw: dict[str, Any] = {
-            "num_classes": d.num_classes,
-            "in_channels": d.images.shape[1],
-            "mean": list(d.mean),
-            "std": list(d.std),
-        }
-        if self.cfg.model.arch == "mlp":
-            kw["image_size"] = d.images.shape[-1]
-        if self.cfg.model.width:
-            kw["width"] = self.cfg.model.width
-        kw.update(self.cfg.model.kwargs)
-        return kw
+        m = self.cfg.model
+        return data_kwargs(m.arch, self.data.train, width=m.width or None, extra=m.kwargs)
 
     def endpoint_path(self, seed: int) -> Path:
         """Checkpoint of the endpoint trained with ``seed``."""
@@ -215,24 +211,8 @@ class Experiment:
         shard: bool = False,
     ) -> TensorLoader:
         """A loader on the run's device; ``shard``: this rank's slice of global batches."""
-        from neuralign.training.train import _default_augment
-
-        aug = _default_augment(ds) if augment else None
-        world = dist_.world_size() if shard else 1
-        if batch % world:
-            raise ConfigError(
-                f"data.batch_size {batch} must be divisible by the number of processes {world}"
-            )
-        return TensorLoader(
-            ds,
-            batch_size=batch // world,
-            shuffle=shuffle,
-            augment=aug,
-            device=self.device,
-            seed=seed,
-            drop_last=world > 1,
-            rank=dist_.rank() if shard else 0,
-            world_size=world,
+        return make_loader(
+            ds, batch, shuffle=shuffle, augment=augment, device=self.device, seed=seed, shard=shard
         )
 
     def _pgd(self) -> Any:
@@ -344,6 +324,7 @@ class Experiment:
     def stage_align(self) -> str:
         """Align every pair with every needed method."""
         from neuralign.alignment import align
+        from neuralign.attacks import alignment_batches
 
         c = self.cfg
         parts = []
@@ -357,14 +338,15 @@ class Experiment:
                 if out.exists():
                     info = _read_json(out)
                 else:
-                    loader: Any = self._loader(self.data.align, c.align.batch_size)
-                    if c.robust.enabled and c.robust.align_on == "adversarial":
-                        from neuralign.attacks import AdversarialBatches
-
-                        # The same PGD inputs (crafted against A, the reference) go to both.
-                        loader = AdversarialBatches(
-                            self._pgd(), loader, model=self.endpoint(a), seed=c.seed
-                        )
+                    adversarial = c.robust.enabled and c.robust.align_on == "adversarial"
+                    loader = alignment_batches(
+                        self.data.align,
+                        batch_size=c.align.batch_size,
+                        device=self.device,
+                        attack=self._pgd() if adversarial else None,
+                        reference=self.endpoint(a),
+                        seed=c.seed,
+                    )
                     res = align(
                         self.endpoint(a),
                         self.endpoint(b),
@@ -450,13 +432,7 @@ class Experiment:
                     res = train_curve(
                         curve,
                         loader,
-                        epochs=cc.epochs,
-                        lr=cc.lr,
-                        momentum=cc.momentum,
-                        weight_decay=cc.weight_decay,
-                        lr_schedule=cc.schedule,
-                        lr_step=cc.lr_step,
-                        lr_gamma=cc.lr_gamma,
+                        cc.training,
                         device=self.device,
                         progress=self.progress,
                         log_path=out / "history.jsonl",
@@ -484,10 +460,10 @@ class Experiment:
         ``align/pair{I}/{variant}.safetensors`` (+ ``.json``: changed fractions, objective
         log), so :meth:`model_b` and :meth:`curve` serve PAM variants like any other.
         """
-        from neuralign.pamopt.core import PAMConfig, pam
+        from neuralign.pamopt import pam, scoring_subset
         from neuralign.perm import Permutation
 
-        c, cc, p = self.cfg, self.cfg.curves, self.cfg.pam
+        c, p = self.cfg, self.cfg.pam
         out = self.curve_dir(pair, variant, "bezier")
         done = out / "done.json"
         if done.exists():
@@ -499,30 +475,8 @@ class Experiment:
             init: str | Permutation = Permutation(info["permutation"])
         else:
             init = "identity"
-        cfg = PAMConfig(
-            outer_iterations=p.outer_iterations,
-            p_epochs=p.p_epochs,
-            p_lr=p.p_lr or None,
-            nu=p.nu,
-            projection=p.projection,
-            round_samples=p.round_samples,
-            objective_ts=tuple(p.objective_ts),
-            epochs=cc.epochs,
-            lr=cc.lr,
-            momentum=cc.momentum,
-            weight_decay=cc.weight_decay,
-            lr_schedule=cc.schedule,
-            lr_step=cc.lr_step,
-            lr_gamma=cc.lr_gamma,
-            num_bends=cc.bends,
-            seed=c.seed,
-        )
         train = self.data.train
-        score = (
-            train
-            if p.score_subset >= len(train)
-            else balanced_subset(train, n=p.score_subset, seed=c.seed + 2)
-        )
+        score = scoring_subset(train, p, seed=c.seed + 2)
         loader = self._loader(
             train, c.data.batch_size, shuffle=True, augment=c.data.augment, seed=c.seed, shard=True
         )
@@ -530,7 +484,7 @@ class Experiment:
             self.endpoint(a),
             self.endpoint(b),
             loader,
-            cfg,
+            p,
             init=init,
             spec=spec,
             score_data=self._loader(score, c.eval.batch_size),
@@ -561,7 +515,7 @@ class Experiment:
         }
         _write_json(align_file, summary)
         last = res.steps[-1].psi_history[-1] if res.steps[-1].psi_history else {}
-        _write_json(done, {"epochs": cc.epochs, "final": last, "pam": summary})
+        _write_json(done, {"epochs": c.curves.epochs, "final": last, "pam": summary})
         return (
             f"pair {pair} {variant}: PAM changed {100 * res.changed_units:.1f}% of units, "
             f"objective {res.objective_log[0]['objective']:.3f} -> "
@@ -573,14 +527,15 @@ class Experiment:
         return self.dir / "paths" / f"pair{pair}" / f"{variant}-{kind}.json"
 
     def _bn_loader(self) -> TensorLoader | None:
-        c = self.cfg
-        if c.eval.bn_mode == "none":
-            return None
-        if c.eval.bn_mode == "train-full-augmented":
-            return self._loader(
-                self.data.train, c.eval.batch_size, shuffle=True, augment=True, seed=c.seed
-            )
-        return self._loader(self.data.bn, c.eval.batch_size)
+        e = self.cfg.eval
+        return bn_loader(
+            self.data.train,
+            e.bn_mode,
+            subset=e.bn_subset,
+            batch_size=e.batch_size,
+            device=self.device,
+            seed=self.cfg.seed,
+        )
 
     def _robust_test(self) -> Dataset:
         """Test data of the robust series (``robust.test_subset`` class-balanced images)."""

@@ -26,6 +26,8 @@ def _ms(values: list[float]) -> tuple[float, float]:
 
 
 def _fmt(mu: float, sd: float, n: int, digits: int = 2) -> str:
+    if not math.isfinite(mu):
+        return "**NaN (diverged)**" if math.isnan(mu) else f"**{mu} (diverged)**"
     return f"{mu:.{digits}f} ± {sd:.{digits}f}" if n > 1 else f"{mu:.{digits}f}"
 
 

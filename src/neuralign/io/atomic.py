@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename.
 
 A run killed at any moment therefore leaves either the old file or the new one, never a
-half-written file.
+half-written file. New files get the permissions the user's umask allows (``0644`` for the
+usual ``022``), rewritten files keep theirs (and at most a ``.NAME.XXXXXXXX.neuralign.tmp`` temporary, which
+:func:`remove_stale_temporaries` recognises as neuralign's own).
 """
 
 from __future__ import annotations
@@ -15,10 +17,38 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from neuralign.errors import NeuralignError
+from neuralign.io.outputs import TMP_SUFFIX, is_own_temporary
 
 
 class DiskFullError(NeuralignError, OSError):
     """The disk filled up while writing; the previous file (if any) is intact."""
+
+
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` where possible, which changes nothing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no read-only query exists elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: str | os.PathLike[str]) -> int:
+    """Permissions for (re)writing ``path``: its current ones, else ``0o666`` minus the umask.
+
+    ``tempfile.mkstemp`` creates ``0600`` files, so an atomically renamed temporary would make
+    every output unreadable to the group and others whatever the user's umask; the writers
+    here give the temporary these permissions before renaming it.
+    """
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -29,13 +59,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     try:
         os.close(fd)
         tmp = Path(tmp_name)
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, new_file_mode(target))
         os.replace(tmp, target)
     except BaseException as exc:
         # Also on Ctrl-C (KeyboardInterrupt): the temporary file goes, the target stays.
@@ -87,17 +118,23 @@ def _is_disk_full(exc: BaseException, folder: Path) -> bool:
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
     """Delete the temporary files that killed writers left under ``folder``; return how many.
 
-    A process killed inside :func:`atomic_path` cannot remove its ``.NAME.*.tmp`` file. Call
-    this when (re)starting work in a folder that no other process is writing to.
+    A process killed inside :func:`atomic_path` cannot remove its
+    ``.NAME.XXXXXXXX.neuralign.tmp`` file. Call this when (re)starting work in a folder
+    neuralign owns (a run folder) and no other process is writing to (hold its
+    :class:`~neuralign.io.runlock.RunLock`). Only files named the way :func:`atomic_path`
+    names its temporaries are removed (other ``.tmp`` files are not neuralign's), symbolic
+    links are neither followed nor removed.
     """
     removed = 0
     root = Path(folder)
-    if not root.is_dir():
+    if not root.is_dir() or root.is_symlink():
         return 0
-    for p in root.rglob(".*.tmp"):
-        if p.is_file() and not p.is_symlink():
-            p.unlink(missing_ok=True)
-            removed += 1
+    for dirpath, _dirs, files in os.walk(root, followlinks=False):
+        for name in files:
+            p = Path(dirpath) / name
+            if is_own_temporary(p) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                removed += 1
     return removed
 
 

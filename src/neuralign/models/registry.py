@@ -93,7 +93,10 @@ def tiny_kwargs(name: str) -> dict[str, Any]:
 def _lookup(name: str) -> tuple[str, Builder]:
     key = name.lower() if isinstance(name, str) else name
     if not isinstance(key, str) or key not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+        raise ConfigError(
+            f"unknown model {name!r}; available models: {', '.join(list_models())} "
+            "(or your own factory as package.module:factory or path/to/file.py:factory)"
+        )
     return key, _REGISTRY[key]
 
 
@@ -141,7 +144,9 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kw: A
     non-persistent buffers.
 
     Args:
-        name: Registered model name (see :func:`list_models`).
+        name: Registered model name (see :func:`list_models`), or a reference to your own
+            factory, ``package.module:factory`` or ``path/to/file.py:factory`` (this imports
+            your code; see :mod:`neuralign.models.reference`).
         num_classes: Number of output classes.
         in_channels: Number of input image channels.
         **kw: Model-specific keyword arguments (for example ``width``).
@@ -153,7 +158,10 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kw: A
         ConfigError: If ``name`` is unknown, a keyword argument is not accepted by the model,
             or a value is invalid or not JSON-serialisable.
     """
-    key, builder = _lookup(name)
+    from neuralign.models.reference import is_reference
+
+    ref = is_reference(name)
+    key, builder = (name, None) if ref else _lookup(name)
     if "kwargs" in kw and isinstance(kw["kwargs"], Mapping):
         nested = dict(kw.pop("kwargs"))
         clash = sorted(k for k in set(nested) & set(kw) if nested[k] != kw[k])
@@ -164,6 +172,8 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kw: A
         )
         in_channels = _merge_default("in_channels", in_channels, 3, nested.pop("in_channels", None))
         kw = {**nested, **kw}
+    if builder is None:
+        return _create_from_reference(name, num_classes, in_channels, kw)
     signature = inspect.signature(builder)
     try:
         bound = signature.bind(num_classes=num_classes, in_channels=in_channels, **kw)
@@ -187,6 +197,20 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kw: A
     kwargs = {k: _to_jsonable(v, k) for k, v in arguments.items()}
     model = builder(**kwargs)
     setattr(model, SPEC_ATTRIBUTE, {"name": key, "kwargs": kwargs})
+    return model
+
+
+def _create_from_reference(
+    ref: str, num_classes: int, in_channels: int, kw: dict[str, Any]
+) -> nn.Module:
+    """Build ``package.module:factory`` / ``file.py:factory`` (see :mod:`.reference`)."""
+    from neuralign.models.reference import build_from_reference, normalise_reference
+
+    ref = normalise_reference(ref)
+    args = {"num_classes": num_classes, "in_channels": in_channels, **kw}
+    model, passed = build_from_reference(ref, **args)
+    kwargs = {k: _to_jsonable(v, k) for k, v in passed.items()}
+    setattr(model, SPEC_ATTRIBUTE, {"name": ref, "kwargs": kwargs})
     return model
 
 

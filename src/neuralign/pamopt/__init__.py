@@ -4,6 +4,7 @@ One floor above :mod:`neuralign.alignment` and :mod:`neuralign.curves`, which it
 The package is named ``pamopt`` so that the function :func:`neuralign.pam` shadows no module.
 """
 
-from neuralign.pamopt.core import PAMConfig, PAMResult, PAMStep, pam
+from neuralign.pamopt.config import PAMConfig, scoring_subset
+from neuralign.pamopt.core import PAMResult, PAMStep, pam
 
-__all__ = ["PAMConfig", "PAMResult", "PAMStep", "pam"]
+__all__ = ["PAMConfig", "PAMResult", "PAMStep", "pam", "scoring_subset"]

@@ -50,7 +50,7 @@ records the evidence: the fraction of units per group whose assignment PAM chang
 objective before and after each step.
 
 Example:
-    >>> res = pam(model_a, model_b, loader, PAMConfig(p_epochs=20, epochs=250),
+    >>> res = pam(model_a, model_b, loader, PAMConfig(p_epochs=20),
     ...           init="correlation", align_data=align_subset)  # doctest: +SKIP
     >>> res.changed_fraction, res.objective_log  # doctest: +SKIP
 """
@@ -75,18 +75,18 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
-from neuralign.pamopt.birkhoff import (
-    PROJECTIONS,
-    birkhoff_decomposition,
-    project_doubly_stochastic,
-    round_to_permutation,
-)
 from neuralign.curves.base import functional_forward, interpolated_keys
 from neuralign.curves.bezier import Bezier, bernstein
 from neuralign.curves.train import train_curve
 from neuralign.errors import CheckpointError, ConfigError
 from neuralign.io.atomic import atomic_path, atomic_write_text
 from neuralign.models.common import split_logits
+from neuralign.pamopt.birkhoff import (
+    birkhoff_decomposition,
+    project_doubly_stochastic,
+    round_to_permutation,
+)
+from neuralign.pamopt.config import INITS, PAMConfig
 from neuralign.perm import (
     Permutation,
     PermutationSpec,
@@ -94,7 +94,6 @@ from neuralign.perm import (
     apply_soft_permutation,
     discover_spec,
 )
-from neuralign.training.schedules import SCHEDULES
 
 __all__ = [
     "INITS",
@@ -111,132 +110,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 State = dict[str, Tensor]
-INITS = ("identity", "correlation")
 _FORMAT = "neuralign.pam"
-
-
-# --------------------------------------------------------------------------- config
-
-
-@dataclass
-class PAMConfig:
-    """Settings of :func:`pam` (defaults: the paper's, METHOD.md §4).
-
-    Attributes:
-        outer_iterations: Outer P-step + ψ-step iterations (paper: 1).
-        p_epochs: Epochs of each P-step (paper: 20).
-        p_lr: Step size :math:`\\eta` of the P-step; ``None`` = half the curve ``lr``.
-        p_momentum: Momentum of the P-step's SGD (0: plain SGD, as in the paper).
-        p_weight_decay: L2 penalty :math:`\\tfrac{\\lambda}{2}\\lVert\\varphi(t)\\rVert^2` in the
-            P-step's loss. Default 0: for a relaxed :math:`P` the term is not permutation
-            invariant — averaging units shrinks norms — and would pull every matrix toward
-            the barycentre :math:`\\mathbf{1}\\mathbf{1}^\\top/n`.
-        nu: Proximal parameter :math:`\\nu` (paper: 1e3); the pull toward :math:`P^k` has
-            weight :math:`\\eta/\\nu` per step.
-        projection: Projection onto the doubly stochastic matrices: ``"exact"`` (Euclidean,
-            semi-smooth Newton; default), ``"dykstra"`` (Euclidean, slow) or ``"sinkhorn"``.
-        round_samples: Permutations sampled from each relaxed matrix's Birkhoff–von Neumann
-            decomposition as extra rounding candidates (the reference used 32; 0 = only the
-            Hungarian projection and the previous permutation).
-        score_batches: Batches of the training data used to score candidates and to log the
-            objective when no ``score_data`` is passed to :func:`pam`.
-        objective_ts: Fixed points :math:`t` over which the objective is averaged.
-        epochs: Curve-training epochs of each ψ-step (paper: 250).
-        lr: Curve learning rate (paper: 1e-2).
-        momentum: Curve SGD momentum.
-        nesterov: Nesterov momentum for the curve.
-        weight_decay: L2 penalty on :math:`\\varphi(t)` in curve training (paper: 5e-4).
-        lr_schedule: Curve schedule: ``"step"``, ``"cosine"`` or ``"constant"``.
-        lr_step: Epochs between step decays.
-        lr_gamma: Step decay factor.
-        num_bends: Control points of the Bezier curve including the endpoints (paper: 3).
-        aux_weight: Weight of auxiliary-head losses (GoogLeNet).
-        seed: Seed of the ``t`` generators and the candidate sampling.
-        amp: bf16 autocast (losses in float32) and channels-last input on CUDA in the
-            P-step and the ψ-step (ignored elsewhere).
-
-    Data parallelism (``torchrun``): pass this rank's shard as ``data``; every rank draws the
-    same ``t``, the P-step's matrix gradients are averaged across ranks, the objective used
-    to score rounding candidates is reduced over the ranks' scoring batches (so every rank
-    keeps the same permutation), the ψ-step is :func:`~neuralign.curves.train_curve`'s
-    distributed training, and only rank 0 writes the checkpoint folder.
-    """
-
-    outer_iterations: int = 1
-    p_epochs: int = 20
-    p_lr: float | None = None
-    p_momentum: float = 0.0
-    p_weight_decay: float = 0.0
-    nu: float = 1e3
-    projection: str = "exact"
-    round_samples: int = 8
-    score_batches: int = 8
-    objective_ts: tuple[float, ...] = (0.25, 0.5, 0.75)
-    epochs: int = 250
-    lr: float = 1e-2
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    lr_schedule: str = "step"
-    lr_step: int = 20
-    lr_gamma: float = 0.5
-    num_bends: int = 3
-    aux_weight: float = 0.3
-    seed: int = 0
-    amp: bool = True
-
-    @property
-    def step_size(self) -> float:
-        """The P-step's :math:`\\eta` (``p_lr``, or half the curve learning rate)."""
-        return self.lr / 2 if self.p_lr is None else self.p_lr
-
-    def validate(self) -> PAMConfig:
-        """Check ranges and choices.
-
-        Raises:
-            ConfigError: Naming the first bad field.
-        """
-        checks = [
-            (
-                self.outer_iterations >= 1,
-                f"outer_iterations must be >= 1, got {self.outer_iterations}",
-            ),
-            (self.p_epochs >= 0, f"p_epochs must be >= 0, got {self.p_epochs}"),
-            (self.step_size > 0, f"p_lr must be > 0, got {self.p_lr}"),
-            (0 <= self.p_momentum < 1, f"p_momentum must be in [0, 1), got {self.p_momentum}"),
-            (self.p_weight_decay >= 0, f"p_weight_decay must be >= 0, got {self.p_weight_decay}"),
-            (self.nu > 0, f"nu must be > 0, got {self.nu}"),
-            (
-                self.projection in PROJECTIONS,
-                f"projection must be one of {', '.join(PROJECTIONS)}, got {self.projection!r}",
-            ),
-            (self.round_samples >= 0, f"round_samples must be >= 0, got {self.round_samples}"),
-            (self.score_batches >= 1, f"score_batches must be >= 1, got {self.score_batches}"),
-            (
-                len(self.objective_ts) > 0 and all(0 < t < 1 for t in self.objective_ts),
-                f"objective_ts must be points in (0, 1), got {list(self.objective_ts)}",
-            ),
-            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (
-                self.lr_schedule in SCHEDULES,
-                f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}",
-            ),
-            (self.lr_step >= 1, f"lr_step must be >= 1, got {self.lr_step}"),
-            (self.num_bends >= 3, f"num_bends must be >= 3, got {self.num_bends}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"PAMConfig: {msg}")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        d = dataclasses.asdict(self)
-        d["objective_ts"] = list(self.objective_ts)
-        return d
 
 
 # --------------------------------------------------------------------------- results
@@ -574,7 +448,7 @@ def p_step(
                 ce = F.cross_entropy(logits.float(), y)
                 loss = ce
                 for a in aux:
-                    loss = loss + config.aux_weight * F.cross_entropy(a.float(), y)
+                    loss = loss + config.curve.aux_weight * F.cross_entropy(a.float(), y)
                 if config.p_weight_decay:
                     l2 = torch.stack([interp[k].pow(2).sum() for k in keys]).sum()
                     loss = loss + 0.5 * config.p_weight_decay * l2
@@ -804,6 +678,9 @@ def pam(
         ConfigError: On bad settings or missing alignment data.
         CheckpointError: When ``checkpoint_dir`` holds a PAM run with other settings.
     """
+    from neuralign.checks import check_compatible_models
+
+    check_compatible_models([model_a, model_b], what="pam")
     cfg = (config or PAMConfig()).validate()
     t_start = time.perf_counter()
     dev = torch.device(device) if device is not None else _model_device(model_a)
@@ -817,6 +694,7 @@ def pam(
     ]
     if spec is None:
         spec = discover_spec(arch, score_batches[0][0][:2])
+    check_compatible_models([theta1, theta2], spec=spec, what="pam")
 
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fingerprint = {
@@ -867,7 +745,7 @@ def pam(
     perm = start
     psi: list[State] = [
         {k: torch.zeros_like(theta1[k]) for k in interpolated_keys(arch)}
-        for _ in range(cfg.num_bends - 2)
+        for _ in range(cfg.bends - 2)
     ]
     steps: list[PAMStep] = []
     log: list[dict[str, Any]] = []
@@ -1037,21 +915,13 @@ def _outer_step(
 
     # ---- ψ-step: the curve between θ₁ and P∘θ₂, control points ½θ₁ + ½P∘θ₂ + ψ
     ptheta2 = apply_permutation(theta2, spec, new_perm)
-    curve = _curve_with_psi(arch, theta1, ptheta2, psi, cfg.num_bends, meta)
+    curve = _curve_with_psi(arch, theta1, ptheta2, psi, cfg.bends, meta)
     t0 = time.perf_counter()
     psi_dir = odir / "psi" if odir is not None else None
     res = train_curve(
         curve,
         data,
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-        lr_schedule=cfg.lr_schedule,
-        lr_step=cfg.lr_step,
-        lr_gamma=cfg.lr_gamma,
-        aux_weight=cfg.aux_weight,
+        cfg.curve,
         progress=progress,
         log_path=psi_dir / "history.jsonl" if psi_dir is not None else None,
         checkpoint_dir=psi_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -107,6 +108,10 @@ def evaluate_state(
     total_loss, correct, n = sums.tolist()
     if n == 0:
         raise DataError("evaluate_state: the data yielded no batch")
+    if math.isnan(total_loss):
+        # NaN logits (a diverged state) have no meaningful argmax: the accuracy is NaN too
+        # (docs/reliability.md, "Divergence")
+        return total_loss, float("nan")
     return total_loss / n, 100.0 * correct / n
 
 

@@ -42,6 +42,23 @@ def _is_acc(metric: str) -> bool:
     return metric.endswith("_acc")
 
 
+_NAN = float("nan")
+
+
+def _has_nan(values: list[float]) -> bool:
+    return any(math.isnan(v) for v in values)
+
+
+def _max(values: list[float]) -> float:
+    """``max`` that is NaN when any value is (Python's ``max`` skips NaNs by position)."""
+    return _NAN if _has_nan(values) else max(values)
+
+
+def _min(values: list[float]) -> float:
+    """``min`` that is NaN when any value is."""
+    return _NAN if _has_nan(values) else min(values)
+
+
 @dataclass
 class PathResult:
     """Loss and accuracy along a path, with every summary metric of the paper.
@@ -84,6 +101,27 @@ class PathResult:
 
     # ------------------------------------------------------------------ series
 
+    @property
+    def finite(self) -> bool:
+        """Whether every value of every series (and every distance) is finite.
+
+        A path with a NaN or infinite point (a diverged curve) has non-finite summary
+        metrics: every metric over such a series is NaN (or infinite), never a number
+        computed from the finite remainder (docs/reliability.md, "Divergence").
+        """
+        return not self.non_finite()
+
+    def non_finite(self) -> dict[str, list[float]]:
+        """``{series: [t, ...]}``: where each series is NaN or infinite (empty: all finite)."""
+        out: dict[str, list[float]] = {}
+        for name in self.metrics():
+            bad = [t for t, v in zip(self.ts, getattr(self, name)) if not math.isfinite(v)]
+            if bad:
+                out[name] = bad
+        if any(not math.isfinite(d) for d in self.distances):
+            out["distances"] = [t for t, d in zip(self.ts, self.distances) if not math.isfinite(d)]
+        return out
+
     def metrics(self) -> list[str]:
         """Names of the series present (``test_loss``, ``test_acc``, maybe ``train_*``)."""
         return [name for name in METRICS if getattr(self, name)]
@@ -110,12 +148,12 @@ class PathResult:
         return 0.5 * (v[0] + v[-1])
 
     def min(self, metric: str) -> float:
-        """Minimum over the path."""
-        return min(self.series(metric))
+        """Minimum over the path (NaN if any point is NaN)."""
+        return _min(self.series(metric))
 
     def max(self, metric: str) -> float:
-        """Maximum over the path."""
-        return max(self.series(metric))
+        """Maximum over the path (NaN if any point is NaN)."""
+        return _max(self.series(metric))
 
     def mean(self, metric: str) -> float:
         """Plain mean over the evaluated points."""
@@ -126,12 +164,14 @@ class PathResult:
         """Normalised interval weights of the arc-length trapezoid rule (sum to one).
 
         Proportional to :attr:`distances`; when those are missing or all zero, to the
-        ``t`` intervals.
+        ``t`` intervals. A non-finite distance (a diverged curve) makes every weight NaN.
         """
         m = len(self.ts)
         if m < 2:
             return []
         d = list(self.distances)
+        if len(d) == m - 1 and any(not math.isfinite(x) for x in d):
+            return [_NAN] * (m - 1)
         if len(d) != m - 1 or not sum(d) > 0:
             d = [b - a for a, b in zip(self.ts, self.ts[1:])]
             if not sum(d) > 0:
@@ -150,17 +190,21 @@ class PathResult:
         """:math:`\\max_t L(t) - [(1-s)L(0) + sL(1)]`; for an accuracy, ``L`` is the error."""
         v = self._loss_like(metric)
         t0, t1 = self.ts[0], self.ts[-1]
+        if _has_nan(v):
+            return _NAN
         if len(v) == 1 or t1 == t0:
             return 0.0
-        return max(
-            val - ((1.0 - (t - t0) / (t1 - t0)) * v[0] + (t - t0) / (t1 - t0) * v[-1])
-            for t, val in zip(self.ts, v)
+        return _max(
+            [
+                val - ((1.0 - (t - t0) / (t1 - t0)) * v[0] + (t - t0) / (t1 - t0) * v[-1])
+                for t, val in zip(self.ts, v)
+            ]
         )
 
     def barrier_ainsworth(self, metric: str) -> float:
         """:math:`\\max_t L(t) - \\tfrac12(L(0) + L(1))`; for an accuracy, ``L`` is the error."""
         v = self._loss_like(metric)
-        return max(v) - 0.5 * (v[0] + v[-1])
+        return _max(v) - 0.5 * (v[0] + v[-1])
 
     # ------------------------------------------------------------------ shortcuts
 
@@ -236,6 +280,13 @@ class PathResult:
         """
         rob = self.series("robust_acc")
         clean = self.series("test_acc")
+        if _has_nan(rob):
+            return {
+                "robust_acc_min_t": _NAN,
+                "clean_acc_at_robust_min": _NAN,
+                "robust_acc_max_t": _NAN,
+                "clean_acc_at_robust_max": _NAN,
+            }
         i_min = min(range(len(rob)), key=rob.__getitem__)
         i_max = max(range(len(rob)), key=rob.__getitem__)
         return {

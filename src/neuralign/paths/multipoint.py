@@ -21,6 +21,7 @@ for a small model (on a CPU the batched kernels are no faster than a loop over p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -275,4 +276,9 @@ def evaluate_states(
     if n == 0:
         raise DataError("evaluate_states: the data yielded no batch")
     losses, corrects = sums.tolist()
-    return [(loss / n, 100.0 * c / n) for loss, c in zip(losses, corrects)]
+    # NaN logits (a diverged state) have no meaningful argmax: NaN accuracy, as in
+    # evaluate_state (docs/reliability.md, "Divergence")
+    return [
+        (loss, float("nan")) if math.isnan(loss) else (loss / n, 100.0 * c / n)
+        for loss, c in zip(losses, corrects, strict=True)
+    ]

@@ -13,6 +13,7 @@ its recomputed BatchNorm statistics), not transferred from an endpoint.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -81,7 +82,12 @@ def evaluate_state_robust(
             m.training = flag
     if n == 0:
         raise DataError("evaluate_state_robust: the data yielded no batch")
-    return sums[0] / n, 100.0 * sums[1] / n, sums[2] / n, 100.0 * sums[3] / n
+    out = [sums[0] / n, 100.0 * sums[1] / n, sums[2] / n, 100.0 * sums[3] / n]
+    # NaN logits (a diverged state) have no meaningful argmax: the accuracy is NaN too
+    for slot in (0, 2):
+        if math.isnan(out[slot]):
+            out[slot + 1] = float("nan")
+    return out[0], out[1], out[2], out[3]
 
 
 def evaluate_path_robust(

@@ -18,10 +18,12 @@ from neuralign.perm.apply import apply_permutation, apply_soft_permutation, perm
 from neuralign.perm.permutation import Permutation, PermutationError
 from neuralign.perm.spec import (
     AxisMember,
+    Coverage,
     Group,
     PermutationSpec,
     SpecError,
     Tap,
+    coverage,
     format_spec_table,
 )
 from neuralign.perm.taps import ActivationTap, capture_activations
@@ -31,6 +33,7 @@ from neuralign.perm.verify import verify_spec
 __all__ = [
     "ActivationTap",
     "AxisMember",
+    "Coverage",
     "Group",
     "Permutation",
     "PermutationError",
@@ -42,6 +45,7 @@ __all__ = [
     "apply_permutation",
     "apply_soft_permutation",
     "capture_activations",
+    "coverage",
     "discover_spec",
     "format_spec_table",
     "permute_model",

@@ -122,18 +122,32 @@ def permute_model(
     Args:
         model: The network.
         perm: The permutation.
-        spec: Its spec; discovered from ``example_input`` when ``None``.
-        example_input: Needed only when ``spec`` is ``None``.
+        spec: Its spec; by default the spec ``perm`` was made for (``perm.spec``, set by
+            :meth:`Permutation.random`, :meth:`Permutation.identity` and ``align``), else
+            discovered from ``example_input``.
+        example_input: Needed only when neither ``spec`` nor ``perm.spec`` is known.
 
     Returns:
         A new module computing the same function (up to float rounding).
 
     Raises:
-        ConfigError: If neither ``spec`` nor ``example_input`` is given.
+        ConfigError: If no spec is known and no ``example_input`` is given.
+        PermutationError: If ``spec`` is not the spec ``perm`` was made for.
     """
+    known = getattr(perm, "spec", None)
+    if spec is not None and known is not None and not spec.equivalent(known):
+        raise PermutationError(
+            "permute_model: spec= is not the spec the permutation was made for (groups "
+            f"{list(spec.groups)[:4]}... vs {list(known.groups)[:4]}...)"
+        )
+    if spec is None:
+        spec = known
     if spec is None:
         if example_input is None:
-            raise ConfigError("permute_model needs spec= or example_input= to discover it")
+            raise ConfigError(
+                "permute_model needs spec= (or a Permutation made from a spec, or "
+                "example_input= to discover it)"
+            )
         from neuralign.perm.trace import discover_spec
 
         spec = discover_spec(model, example_input)

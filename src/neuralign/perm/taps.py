@@ -13,17 +13,19 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import fx, nn
 
-from neuralign.perm.spec import PermutationSpec, SpecError
-from neuralign.perm.trace import trace_model
+from neuralign.perm._rules import lookup_rule
+from neuralign.perm.spec import Group, PermutationSpec, SpecError, Tap
+from neuralign.perm.trace import _propagate_shapes, trace_model
 
-__all__ = ["ActivationTap", "capture_activations"]
+__all__ = ["ActivationTap", "capture_activations", "derive_taps"]
 
 
 def _mode_setter(model: nn.Module, train: bool) -> Callable[[], None]:
@@ -43,6 +45,8 @@ class _Program:
     graph: fx.Graph
     # (group, output slot, start, size, dim) per tap, in spec order
     slices: list[tuple[str, int, int, int, int]]
+    taps: list[Tap]
+    proj: bool
 
 
 class ActivationTap:
@@ -88,6 +92,7 @@ class ActivationTap:
             return self._programs[mode]
         wanted: list[str] = []
         slices: list[tuple[str, int, int, int, int]] = []
+        taps: list[Tap] = []
         for name in self.groups:
             for tap in self.spec.groups[name].taps:
                 if tap.mode != mode:
@@ -96,6 +101,7 @@ class ActivationTap:
                 if node not in wanted:
                     wanted.append(node)
                 slices.append((name, wanted.index(node), tap.start, tap.size, tap.dim))
+                taps.append(tap)
         restore = _mode_setter(self.model, mode == "train")
         try:
             graph = trace_model(self.model, self.spec.meta.get("leaf_modules", ()))
@@ -117,7 +123,7 @@ class ActivationTap:
             if n.op not in ("placeholder", "output") and not n.users:
                 graph.erase_node(n)
         graph.lint()
-        prog = _Program(graph, slices)
+        prog = _Program(graph, slices, taps, any(t.proj is not None for t in taps))
         self._programs[mode] = prog
         return prog
 
@@ -130,8 +136,13 @@ class ActivationTap:
         with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
             outs = fx.Interpreter(self.model, graph=prog.graph).run(*inputs)
         result: dict[str, list[torch.Tensor]] = {}
-        for name, slot, start, size, dim in prog.slices:
-            result.setdefault(name, []).append(outs[slot].narrow(dim, start, size))
+        state = self.model.state_dict() if prog.proj else {}
+        for (name, slot, start, size, dim), tap in zip(prog.slices, prog.taps):
+            if tap.proj is not None:
+                value = tap.read(outs[slot], state)
+                result.setdefault(name, []).append(value.movedim(-1, 1))
+            else:
+                result.setdefault(name, []).append(outs[slot].narrow(dim, start, size))
         return result
 
 
@@ -157,3 +168,82 @@ def capture_activations(
     """
     inputs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
     return ActivationTap(model, spec, groups=groups, pre_activation=pre_activation)(*inputs)
+
+
+def _producer_node(graph: fx.Graph, modules: dict[str, nn.Module], grp: Group) -> fx.Node | None:
+    """The ``call_module`` node of the layer whose output units are the group's (a member
+    ``<layer>.weight`` on the layer's output axis, covering the whole output)."""
+    for m in grp.members:
+        if not m.key.endswith(".weight") or m.start != 0 or m.inner != 1:
+            continue
+        prefix = m.key[: -len(".weight")]
+        mod = modules.get(prefix)
+        if isinstance(mod, nn.Linear):
+            ok = m.axis == 0 and mod.out_features == grp.size
+        elif isinstance(mod, nn.modules.conv._ConvNd):
+            out_axis = 1 if mod.transposed else 0
+            ok = m.axis == out_axis and mod.out_channels == grp.size and mod.groups == 1
+        else:
+            ok = False
+        if not ok:
+            continue
+        for node in graph.nodes:
+            if node.op == "call_module" and str(node.target) == prefix:
+                return node
+    return None
+
+
+def derive_taps(model: nn.Module, spec: PermutationSpec, example_input: Any) -> PermutationSpec:
+    """Give the groups of ``spec`` that have no taps (a hand-written spec) taps at their
+    producer layers: the output of the Linear/Conv whose output axis is a member, followed
+    through the norm and activation layers that directly continue it (a conv-BN-ReLU chain is
+    tapped after the ReLU, as discovery does).
+
+    Returns:
+        A new spec (same groups and members); groups whose producer cannot be found keep
+        no taps.
+    """
+    leaves = spec.meta.get("leaf_modules", ())
+    work = copy.deepcopy(model).eval()
+    graph = trace_model(work, leaves)
+    inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+    _propagate_shapes(work, graph, inputs, None)
+    modules = dict(work.named_modules())
+    groups = {}
+    for name, grp in spec.groups.items():
+        if grp.taps:
+            groups[name] = grp
+            continue
+        node = _producer_node(graph, modules, grp)
+        if node is None:
+            groups[name] = grp
+            continue
+        linear = isinstance(modules.get(str(node.target)), nn.Linear)
+        pre: fx.Node | None = None
+        while len(node.users) == 1:
+            user = next(iter(node.users))
+            mod = modules.get(str(user.target)) if user.op == "call_module" else None
+            rule = lookup_rule(user, mod)
+            if rule is None or rule.kind not in ("norm", "act"):
+                break
+            if len(user.all_input_nodes) != 1 or user.all_input_nodes[0] is not node:
+                break
+            if rule.kind == "act":
+                pre = node
+            node = user
+        pre = pre or node
+        tm = node.meta.get("tensor_meta")
+        rank = len(tm.shape) if tm is not None else 2
+        dim = rank - 1 if linear else 1
+        tap = Tap(
+            node=node.name,
+            module=str(node.target) if node.op == "call_module" else None,
+            start=0,
+            size=grp.size,
+            pre_node=pre.name,
+            pre_module=str(pre.target) if pre.op == "call_module" else None,
+            dim=dim if rank > 1 else 0,
+            mode="eval",
+        )
+        groups[name] = replace(grp, taps=(tap,))
+    return PermutationSpec(groups, dict(spec.meta))

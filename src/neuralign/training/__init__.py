@@ -1,8 +1,8 @@
 """Endpoint training, schedules, losses and evaluation."""
 
+from neuralign.optim.schedules import SCHEDULES, lr_at
 from neuralign.training.evaluate import evaluate_model
 from neuralign.training.losses import classification_loss
-from neuralign.training.schedules import SCHEDULES, lr_at
 from neuralign.training.train import Attack, TrainConfig, TrainResult, train_model
 
 __all__ = [

@@ -1,0 +1,105 @@
+"""`neuralign curve`: train a curve between two checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import click
+
+from neuralign.cli.app import cli
+from neuralign.cli.common import (
+    DataSource,
+    TrainArgs,
+    check_fits,
+    claim_out,
+    load_pair,
+    schedule_fields,
+)
+from neuralign.cli.options import (
+    curve_sgd_options,
+    dataset_options,
+    default,
+    device_option,
+    progress_option,
+    sgd_option,
+)
+from neuralign.curves import CurveTrainConfig
+from neuralign.pamopt import PAMConfig
+
+
+@cli.command("curve")
+@click.argument("model_a", type=click.Path())
+@click.argument("model_b", type=click.Path())
+@dataset_options
+@click.option(
+    "--kind", type=click.Choice(["bezier", "polychain"]), default="bezier", show_default=True
+)
+@click.option(
+    "--bends",
+    type=click.IntRange(min=3),
+    default=default(PAMConfig, "bends"),
+    show_default=True,
+    help="Control points including the endpoints (3 = quadratic Bezier).",
+)
+@sgd_option(CurveTrainConfig, "epochs")
+@curve_sgd_options
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Output folder (curve.safetensors, history.jsonl); an existing one is resumed.",
+)
+@device_option
+@progress_option
+def curve_cmd(
+    model_a: str,
+    model_b: str,
+    data: DataSource,
+    kind: str,
+    bends: int,
+    epochs: int,
+    training: dict[str, Any],
+    loader: TrainArgs,
+    out: str,
+    device: str,
+    progress: bool,
+) -> None:
+    """Train a Bezier curve or polygonal chain between two checkpoints (resumable)."""
+    from neuralign.curves import Bezier, PolyChain, train_curve
+    from neuralign.device import select_device
+
+    dev = select_device(device)
+    a, b = load_pair(model_a, model_b, dev)
+    train = data.load("train")
+    check_fits(a, train, model_a)
+    train = loader.subset(train)
+    cls = Bezier if kind == "bezier" else PolyChain
+    meta = {"model_a": model_a, "model_b": model_b, "dataset": data.dataset}
+    curve = cls(a, b, num_bends=bends, metadata=meta).to(dev)
+    fields = {
+        **training,
+        **schedule_fields(training.get("schedule", ""), epochs),
+        "kind": kind,
+        "bends": bends,
+        "dataset": data.dataset,
+        "train_images": len(train),
+        "loader": dataclasses.asdict(loader),
+    }
+    claim_out(out, "neuralign curve", fields, {"model_a": model_a, "model_b": model_b})
+    res = train_curve(
+        curve,
+        loader.loader(train, dev),
+        CurveTrainConfig(epochs=epochs, **training),
+        device=dev,
+        progress=progress,
+        log_path=Path(out) / "history.jsonl",
+        checkpoint_dir=out,
+        seed=loader.seed,
+    )
+    last = res.history[-1] if res.history else {}
+    click.echo(
+        f"{kind} curve ({bends} bends) trained for {epochs} epochs: final train loss "
+        f"{last.get('loss', float('nan')):.4f} -> {Path(out) / 'curve.safetensors'}"
+    )

@@ -1,0 +1,142 @@
+"""Settings of PAM (:func:`neuralign.pam`): one frozen dataclass, embedding the curve steps'.
+
+The experiment's ``[pam]`` table is this dataclass (its curve steps, ``bends`` and ``seed``
+come from the experiment's ``[curves]`` table and top-level ``seed``); the CLI reads its
+option defaults from it. See ``docs/method.md`` (PAM) and Tatro et al. 2020, Sec. 3.3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from neuralign.curves.config import CurveTrainConfig
+from neuralign.data import Dataset, balanced_subset
+from neuralign.errors import ConfigError
+from neuralign.pamopt.birkhoff import PROJECTIONS
+
+__all__ = ["INITS", "PAMConfig", "scoring_subset"]
+
+#: Starting points of PAM: the identity ("PAM Unaligned") or the correlation alignment.
+INITS = ("identity", "correlation")
+
+
+@dataclass(frozen=True)
+class PAMConfig:
+    """Settings of :func:`~neuralign.pamopt.pam` (defaults: the paper's, Tatro et al. 2020).
+
+    Attributes:
+        outer_iterations: Outer P-step + ψ-step iterations (paper: 1).
+        p_epochs: Epochs of each P-step (paper: 20).
+        p_lr: Step size :math:`\\eta` of the P-step; 0 = half the curve ``lr``.
+        p_momentum: Momentum of the P-step's SGD (0: plain SGD, as in the paper).
+        p_weight_decay: L2 penalty :math:`\\tfrac{\\lambda}{2}\\lVert\\varphi(t)\\rVert^2` in the
+            P-step's loss. Default 0: for a relaxed :math:`P` the term is not permutation
+            invariant — averaging units shrinks norms — and would pull every matrix toward
+            the barycentre :math:`\\mathbf{1}\\mathbf{1}^\\top/n`.
+        nu: Proximal parameter :math:`\\nu` (paper: 1e3); the pull toward :math:`P^k` has
+            weight :math:`\\eta/\\nu` per step.
+        projection: Projection onto the doubly stochastic matrices: ``"exact"`` (Euclidean,
+            semi-smooth Newton; default), ``"dykstra"`` (Euclidean, slow) or ``"sinkhorn"``.
+        round_samples: Permutations sampled from each relaxed matrix's Birkhoff–von Neumann
+            decomposition as extra rounding candidates (0 = only the Hungarian projection
+            and the previous permutation).
+        score_subset: Class-balanced, non-augmented training images on which rounding
+            candidates are scored and the objective is logged (callers that hold a dataset
+            build it with :func:`scoring_subset`).
+        score_batches: Batches of the training data used for scoring when :func:`pam` gets
+            no ``score_data``.
+        objective_ts: Fixed points :math:`t` over which the objective is averaged.
+        bends: Control points of the Bezier curve including the endpoints (paper: 3).
+        curve: Curve training of each ψ-step (:class:`~neuralign.curves.CurveTrainConfig`).
+        seed: Seed of the ``t`` generators and the candidate sampling.
+        amp: bf16 autocast (losses in float32) and channels-last input on CUDA in the
+            P-step and the ψ-step (ignored elsewhere).
+
+    Data parallelism (``torchrun``): pass this rank's shard as ``data``; every rank draws the
+    same ``t``, the P-step's matrix gradients are averaged across ranks, the objective used
+    to score rounding candidates is reduced over the ranks' scoring batches (so every rank
+    keeps the same permutation), the ψ-step is :func:`~neuralign.curves.train_curve`'s
+    distributed training, and only rank 0 writes the checkpoint folder.
+    """
+
+    outer_iterations: int = 1  # outer P-step + curve-step iterations (paper: 1)
+    p_epochs: int = 20  # epochs of each P-step (paper: 20)
+    p_lr: float = 0.0  # P-step step size η; 0 = half of the curve lr (the paper's choice)
+    p_momentum: float = 0.0  # momentum of the P-step's SGD (the paper: none)
+    p_weight_decay: float = 0.0  # L2 on φ(t) in the P-step loss (0: keeps P a permutation)
+    nu: float = 1e3  # proximal parameter ν: pull η/ν toward the step's starting permutation
+    projection: str = "exact"  # exact | dykstra | sinkhorn: projection onto doubly stochastic
+    round_samples: int = 8  # Birkhoff–von Neumann samples scored as rounding candidates
+    score_subset: int = 2000  # class-balanced, non-augmented training images for the objective
+    score_batches: int = 8  # batches of the training data scored when no score data is given
+    objective_ts: tuple[float, ...] = (0.25, 0.5, 0.75)  # fixed t's of the objective
+    bends: int = 3  # control points of the Bezier curve incl. endpoints (paper: 3)
+    curve: CurveTrainConfig = field(default_factory=CurveTrainConfig)  # the ψ-steps
+    seed: int = 0  # seed of the t generators and the candidate sampling
+    amp: bool = True  # bf16 autocast + channels-last on CUDA (ignored elsewhere)
+
+    def __post_init__(self) -> None:
+        # TOML and JSON give lists; keep the config hashable and comparable
+        object.__setattr__(self, "objective_ts", tuple(float(t) for t in self.objective_ts))
+        if isinstance(self.curve, dict):
+            object.__setattr__(self, "curve", CurveTrainConfig(**self.curve))
+
+    @property
+    def step_size(self) -> float:
+        """The P-step's :math:`\\eta` (``p_lr``, or half the curve learning rate)."""
+        return self.p_lr if self.p_lr > 0 else self.curve.lr / 2
+
+    def validate(self, where: str = "PAMConfig") -> PAMConfig:
+        """Check ranges and choices; return ``self``.
+
+        Args:
+            where: Prefix of field names in error messages (e.g. ``"pam"``).
+
+        Raises:
+            ConfigError: Naming the first bad field.
+        """
+        checks = [
+            (self.outer_iterations >= 1, "outer_iterations", "must be >= 1"),
+            (self.p_epochs >= 0, "p_epochs", "must be >= 0"),
+            (self.p_lr >= 0, "p_lr", "must be >= 0 (0 = half of the curve lr)"),
+            (0 <= self.p_momentum < 1, "p_momentum", "must be in [0, 1)"),
+            (self.p_weight_decay >= 0, "p_weight_decay", "must be >= 0"),
+            (self.nu > 0, "nu", "must be > 0"),
+            (self.projection in PROJECTIONS, "projection", f"must be one of {PROJECTIONS}"),
+            (self.round_samples >= 0, "round_samples", "must be >= 0"),
+            (self.score_subset >= 1, "score_subset", "must be >= 1"),
+            (self.score_batches >= 1, "score_batches", "must be >= 1"),
+            (
+                len(self.objective_ts) > 0 and all(0 < t < 1 for t in self.objective_ts),
+                "objective_ts",
+                "must be points in (0, 1)",
+            ),
+            (self.bends >= 3, "bends", "must be >= 3 (a trainable curve has a control point)"),
+        ]
+        for ok, name, msg in checks:
+            if not ok:
+                value = getattr(self, name)
+                raise ConfigError(f"{where}.{name}: {msg}, got {value!r}")
+        self.curve.validate(f"{where}.curve")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (``curve`` as a nested dict)."""
+        d = dataclasses.asdict(self)
+        d["objective_ts"] = list(self.objective_ts)
+        return d
+
+
+def scoring_subset(train: Dataset, config: PAMConfig, *, seed: int) -> Dataset:
+    """The training images that score rounding candidates and log the PAM objective.
+
+    A class-balanced subset of ``config.score_subset`` images of ``train`` (all of ``train``
+    when it is not larger), to be loaded without augmentation: large enough that the
+    objective differences between candidates exceed its sampling noise (see
+    ``docs/pam.md``).
+    """
+    if len(train) <= config.score_subset:
+        return train
+    return balanced_subset(train, n=config.score_subset, seed=seed)
