@@ -275,6 +275,24 @@ class ViTLike(nn.Module):
         return self.head(self.norm(x)[:, 0])
 
 
+class Recurrent(nn.Module):
+    """Embedding Linear -> LSTM / GRU -> Linear head, in a few layouts."""
+
+    def __init__(self, kind: str, layers: int = 1, bidirectional: bool = False) -> None:
+        super().__init__()
+        self.kind = kind
+        self.emb = nn.Linear(4, 6)
+        rnn = nn.LSTM if kind == "lstm" else nn.GRU
+        self.rnn = rnn(6, 5, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Linear(5 * (2 if bidirectional else 1), 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, state = self.rnn(torch.tanh(self.emb(x)))
+        if self.kind == "gru_state":  # read the final state h_n
+            return self.head(state[-1])
+        return self.head(out.mean(1) + out[:, -1])
+
+
 #: name -> (factory, input shape)
 MODERN = {
     "se_none": (lambda: SENet("none"), (3, 8, 8)),
@@ -290,6 +308,9 @@ MODERN = {
     "vit_separate": (lambda: ViTLike("separate"), (3, 8, 8)),
     "vit_fused": (lambda: ViTLike("fused"), (3, 8, 8)),
     "vit_chunk": (lambda: ViTLike("chunk"), (3, 8, 8)),
+    "lstm": (lambda: Recurrent("lstm"), (7, 4)),
+    "gru_state": (lambda: Recurrent("gru_state"), (7, 4)),
+    "gru_deep": (lambda: Recurrent("gru", layers=2, bidirectional=True), (7, 4)),
 }
 
 

@@ -128,7 +128,7 @@ PAM_FROM_ELSEWHERE = ("curve", "bends", "seed")
 class ExperimentConfig:
     """A whole experiment: endpoints → alignment → curves → paths → report."""
 
-    name: str = "experiment"  # shown in the report
+    name: str = "experiment"  # shown in the report; default run folder runs/<name> (plain name)
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
     seed: int = 0  # seed of subsets, curve t-sampling and weight matching
     data: DataConfig = field(default_factory=DataConfig)
@@ -253,8 +253,11 @@ def _require(cond: bool, msg: str) -> None:
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Check ranges and choices; raise :class:`ConfigError` naming the first bad field."""
     from neuralign.data import is_dataset, list_datasets
+    from neuralign.io.outputs import safe_component
     from neuralign.models import is_reference, list_models
 
+    # the default run folder is runs/<name>: one plain path component (docs/reliability.md)
+    safe_component(cfg.name, "name")
     names = [d.name for d in list_datasets()]
     _require(
         is_dataset(cfg.data.dataset),

@@ -350,6 +350,28 @@ def _linear(w: Walker, call: Call) -> Info:
     return Feat(len(w.shape(node) or (0, 0)) - 1, (Seg(gid, out_f),))
 
 
+def _embedding(w: Walker, call: Call) -> Info:
+    """``nn.Embedding``: a lookup table whose columns are the output units."""
+    if call.module is not None:
+        weight = _module_key(w, call, "weight")
+        dim = int(getattr(call.module, "embedding_dim", 0))
+        name = call.prefix
+        idx = w.info(_first_tensor(w, call))
+    else:
+        ok, weight = _param_key(w, call, call.arg(1, "weight"))
+        wshape = w.shape(call.arg(1, "weight"))
+        if not ok or wshape is None:
+            return w.unsupported("its weight is computed, not a parameter")
+        dim = wshape[1]
+        name = weight[: -len(".weight")] if weight and weight.endswith(".weight") else "embedding"
+        idx = w.info(call.arg(0, "input"))
+    if isinstance(idx, (Feat, Split, Heads)):
+        return w.unsupported("its indices depend on permuted units")
+    gid = w.producer(weight, dim, name)
+    w.member(gid, weight, 1, 0, 1, dim)
+    return Feat(len(w.shape(call.node) or (0, 0)) - 1, (Seg(gid, dim),))
+
+
 def _norm_keys(w: Walker, call: Call) -> tuple[bool, list[str | None]]:
     if call.module is not None:
         names = ("weight", "bias", "running_mean", "running_var")
@@ -722,6 +744,65 @@ def _mha(w: Walker, call: Call) -> Info:
     return (Feat(rank - 1, (Seg(out, e),)), weights)
 
 
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def _rnn(w: Walker, call: Call) -> Info:
+    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: the hidden units of each layer and direction are
+    a group, permuted alike in every gate block of ``weight_ih``, ``weight_hh`` (rows and
+    columns) and both biases, and in the next layer's ``weight_ih`` columns."""
+    mod = call.module
+    assert mod is not None
+    p = call.prefix
+    gates = _GATES.get(str(getattr(mod, "mode", "")), 0)
+    if not gates or getattr(mod, "proj_size", 0):
+        return w.unsupported("recurrent layers with proj_size (or of an unknown kind)")
+    if call.arg(1, "hx") is not None:
+        return w.unsupported("an initial hidden state is passed in (only zeros are known)")
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    rank = len(w.shape(xnode) or (0, 0, 0))
+    if isinstance(x, Feat) and (x.axis != rank - 1 or any(s.inner != 1 for s in x.segs)):
+        return w.unsupported("its input carries units on an axis other than the features")
+    hid, layers = int(mod.hidden_size), int(mod.num_layers)
+    dirs = 2 if mod.bidirectional else 1
+    prev: Info = x
+    for layer in range(layers):
+        outs = []
+        for d in range(dirs):
+            sfx = f"l{layer}{'_reverse' if d else ''}"
+            key = f"{p}.weight_hh_{sfx}"
+            gid = w.producer(key if w.has_key(key) else None, hid, f"{p}.{sfx}")
+            _consume(w, prev, f"{p}.weight_ih_{sfx}", 1)
+            w.member(gid, f"{p}.weight_hh_{sfx}", 1, 0, 1, hid)
+            for g in range(gates):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    k = f"{p}.{name}_{sfx}"
+                    if w.has_key(k):
+                        w.member(gid, k, 0, g * hid, 1, hid)
+            outs.append(Seg(gid, hid))
+        prev = Feat(rank - 1, tuple(outs))
+    out = prev
+    # h_n (and c_n): (layers * dirs, batch, hidden) stacks one group per slice
+    final: Info
+    if layers * dirs == 1:
+        assert isinstance(out, Feat)
+        final = Feat(len(w.shape(xnode) or (0, 0, 0)) - 1, out.segs)
+    else:
+        used = [
+            u
+            for u in call.node.users
+            if u.target is operator.getitem and u.args[1] == 1 and len(u.users) > 0
+        ]
+        if used:
+            return w.unsupported(
+                "the final state h_n of a multi-layer or bidirectional RNN stacks several "
+                "groups along one axis (read the output sequence instead)"
+            )
+        final = FIXED
+    return (out, (final, final) if gates == 4 else final)
+
+
 def _passthrough(w: Walker, call: Call) -> Info:
     """Ops that keep each channel separate (dropout, identity, dtype/device moves...)."""
     return w.info(_first_tensor(w, call))
@@ -1003,6 +1084,8 @@ def _getitem(w: Walker, call: Call) -> Info:
     idx = call.node.args[1]
     x = w.info(src)
     if isinstance(x, tuple):
+        if isinstance(src, fx.Node) and src.op == "call_module" and isinstance(x[0], Feat):
+            w.set_kind("producer")  # the output sequence of a recurrent layer: a tap
         return x[idx] if isinstance(idx, int) else w.generic(call)
     if x is None or x is FIXED:
         return x
@@ -1317,6 +1400,7 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule("linear", "producer", _linear, modules=(nn.Linear,), functions=(F.linear,)),
+    Rule("embedding", "producer", _embedding, modules=(nn.Embedding,), functions=(F.embedding,)),
     Rule(
         "batch/instance norm",
         "norm",
@@ -1336,6 +1420,7 @@ RULES: tuple[Rule, ...] = (
         heads=True,
     ),
     Rule("multi-head attention", "producer", _mha, modules=(nn.MultiheadAttention,)),
+    Rule("recurrent layer", "producer", _rnn, modules=(nn.LSTM, nn.GRU, nn.RNN)),
     Rule(
         "matmul (attention products)",
         "shape",
