@@ -27,7 +27,7 @@ from neuralign.cli.options import (
     progress_option,
     sgd_option,
 )
-from neuralign.curves import CurveTrainConfig
+from neuralign.curves import CurveTrainConfig, curve_families, curve_family
 from neuralign.pamopt import PAMConfig
 
 
@@ -36,7 +36,10 @@ from neuralign.pamopt import PAMConfig
 @click.argument("model_b", type=click.Path())
 @dataset_options
 @click.option(
-    "--kind", type=click.Choice(["bezier", "polychain"]), default="bezier", show_default=True
+    "--kind",
+    type=click.Choice([f for f in curve_families() if f != "line"]),
+    default="bezier",
+    show_default=True,
 )
 @click.option(
     "--bends",
@@ -71,7 +74,7 @@ def curve_cmd(
     as_json: bool,
 ) -> None:
     """Train a Bezier curve or polygonal chain between two checkpoints (resumable)."""
-    from neuralign.curves import Bezier, PolyChain, train_curve
+    from neuralign.curves import train_curve
     from neuralign.device import select_device
 
     dev = select_device(device)
@@ -79,7 +82,7 @@ def curve_cmd(
     train = data.load("train")
     check_fits(a, train, model_a)
     train = loader.subset(train)
-    cls = Bezier if kind == "bezier" else PolyChain
+    cls = curve_family(kind)
     meta = {"model_a": model_a, "model_b": model_b, "dataset": data.dataset}
     curve = cls(a, b, num_bends=bends, metadata=meta).to(dev)
     fields = {
