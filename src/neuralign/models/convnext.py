@@ -5,7 +5,8 @@ Reference: Z. Liu et al., "A ConvNet for the 2020s", CVPR 2022 (patchify stem, d
 LayerNorm + strided 2×2 convolution between stages). Stochastic depth is left out (a
 network this small, trained briefly, does not need it). The layer-scale starts at
 ``layer_scale`` (0.1 by default, instead of the paper's 1e-6, so that a short training run
-moves every block).
+moves every block), and layers keep PyTorch's default initialisation (the zoo trains
+with SGD).
 """
 
 from __future__ import annotations
@@ -100,11 +101,7 @@ class ConvNeXt(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(chans[-1], eps=1e-6)
-        self.head = nn.Linear(chans[-1], num_classes)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        self.head = nn.Linear(chans[-1], num_classes)  # PyTorch default initialisation
 
     def forward(self, x: Tensor) -> Tensor:
         """Map pixels ``(N, C, H, W)`` in ``[0, 1]`` to logits ``(N, num_classes)``."""
