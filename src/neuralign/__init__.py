@@ -37,6 +37,7 @@ from neuralign.errors import (  # noqa: E402
 )
 from neuralign.experiment import ExperimentConfig, load_config, run_experiment  # noqa: E402
 from neuralign.io import load_checkpoint, load_model, save_checkpoint  # noqa: E402
+from neuralign.merge import MergeResult, merge  # noqa: E402
 from neuralign.models import create_model, list_models, model_spec  # noqa: E402
 from neuralign.pamopt import PAMConfig, PAMResult, pam  # noqa: E402
 from neuralign.paths import (  # noqa: E402
@@ -65,6 +66,7 @@ __all__ = [
     "CurveTrainConfig",
     "ExperimentConfig",
     "Line",
+    "MergeResult",
     "PAMConfig",
     "PAMResult",
     "PathResult",
@@ -78,6 +80,7 @@ __all__ = [
     "evaluate_path",
     "evaluate_plane",
     "load_config",
+    "merge",
     "pam",
     "permute_model",
     "plot_paths",

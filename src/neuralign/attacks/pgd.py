@@ -38,6 +38,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from neuralign.data.datasets import Dataset
+from neuralign.data.loader import TensorLoader
 from neuralign.errors import ConfigError, DataError
 from neuralign.models.common import split_logits
 
@@ -405,3 +407,24 @@ class AdversarialBatches:
 
     def __len__(self) -> int:
         return len(self.data)  # type: ignore[arg-type]
+
+
+def alignment_batches(
+    data: Dataset,
+    *,
+    batch_size: int = 500,
+    device: str | torch.device = "cpu",
+    attack: PGD | None = None,
+    reference: nn.Module | None = None,
+    seed: int = 0,
+) -> TensorLoader | AdversarialBatches:
+    """The batches that alignment statistics are computed on.
+
+    Clean: ``data`` in order. Adversarial (``attack`` given, for robust endpoints; see
+    ``docs/robustness.md``): PGD examples crafted against ``reference`` (endpoint A, the
+    reference of the alignment) and fed to both networks, as :class:`AdversarialBatches`.
+    """
+    loader = TensorLoader(data, batch_size=batch_size, device=device)
+    if attack is None:
+        return loader
+    return AdversarialBatches(attack, loader, model=reference, seed=seed)

@@ -7,17 +7,27 @@ from typing import Any
 
 import click
 
+from neuralign.alignment import align
 from neuralign.cli.app import cli
-from neuralign.cli.common import check_fits, echo_table, load_data, load_pair
-from neuralign.cli.options import attack_options, dataset_options, device_option, progress_option
+from neuralign.cli.common import DataSource, check_fits, echo_table, load_pair
+from neuralign.cli.options import (
+    attack_options,
+    dataset_options,
+    default,
+    device_option,
+    param_default,
+    progress_option,
+    sgd_option,
+)
+from neuralign.experiment.config import AlignConfig, ExperimentConfig, RobustConfig
 
 
-def _example_input(model: Any, dataset: str | None, data_dir: str | None, download: bool) -> Any:
+def _example_input(model: Any, dataset: str | None, data_dir: str | None) -> Any:
     """Two real inputs when a dataset is named, else a shape guessed from the architecture."""
     import torch
 
     if dataset:
-        data = load_data(dataset, data_dir, download, "test")
+        data = DataSource(dataset, data_dir, False).load("test")
         return data.images[:2].float().div(255)
     from neuralign.models import model_spec
 
@@ -58,7 +68,7 @@ def spec_cmd(
     from neuralign.perm import coverage, discover_spec, format_spec_table
 
     model = load_model(checkpoint, arch=arch)
-    x = _example_input(model, dataset, data_dir, False)
+    x = _example_input(model, dataset, data_dir)
     t0 = time.perf_counter()
     spec = discover_spec(model, x)
     dt = time.perf_counter() - t0
@@ -95,19 +105,19 @@ def _print_alignment(res: Any) -> None:
 @click.option(
     "--method",
     type=click.Choice(["correlation", "weight"]),
-    default="correlation",
+    default=param_default(align, "method"),
     show_default=True,
     help="correlation: the paper's Algorithm 1; weight: weight matching.",
 )
 @click.option(
     "--subset-fraction",
     type=click.FloatRange(0, 1, min_open=True),
-    default=0.2,
+    default=default(AlignConfig, "subset_fraction"),
     show_default=True,
     help="Class-balanced fraction of the training set used.",
 )
 @click.option("--pre-activation", is_flag=True, help="Correlate pre-activation values (ablation).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@sgd_option(ExperimentConfig, "seed")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
@@ -124,7 +134,7 @@ def _print_alignment(res: Any) -> None:
 @click.option(
     "--align-on",
     type=click.Choice(["clean", "adversarial"]),
-    default="clean",
+    default=default(RobustConfig, "align_on"),
     show_default=True,
     help="Alignment inputs: clean images, or L∞ PGD examples crafted against MODEL_A "
     "(fed to both models; for robust endpoints).",
@@ -135,9 +145,7 @@ def _print_alignment(res: Any) -> None:
 def align_cmd(
     model_a: str,
     model_b: str,
-    dataset: str,
-    data_dir: str | None,
-    download: bool,
+    data: DataSource,
     method: str,
     subset_fraction: float,
     pre_activation: bool,
@@ -145,41 +153,34 @@ def align_cmd(
     out: str,
     plot: str | None,
     align_on: str,
-    eps: float,
-    alpha: float,
-    steps: int,
+    attack: dict[str, Any],
     device: str,
     progress: bool,
 ) -> None:
     """Permute MODEL_B's hidden units to match MODEL_A's; write the aligned model."""
-    from neuralign.alignment import align
     from neuralign.alignment.plot import plot_correlation
+    from neuralign.attacks import PGD, alignment_batches
+    from neuralign.data import alignment_subset
     from neuralign.device import select_device
     from neuralign.io import read_metadata, save_checkpoint
 
     dev = select_device(device)
     a, b = load_pair(model_a, model_b, dev)
-    train = load_data(dataset, data_dir, download, "train")
+    train = data.load("train")
     check_fits(a, train, model_a)
-    data: Any = train
-    if align_on == "adversarial":
-        from neuralign.attacks import PGD, AdversarialBatches
-        from neuralign.data import TensorLoader, balanced_subset
-
-        if subset_fraction < 1:
-            train = balanced_subset(train, fraction=subset_fraction, seed=seed)
-        data = AdversarialBatches(
-            PGD(eps=eps, alpha=alpha, steps=steps),
-            TensorLoader(train, batch_size=500, device=dev),
-            model=a,
-            seed=seed,
-        )
+    batches = alignment_batches(
+        alignment_subset(train, fraction=subset_fraction, seed=seed),
+        batch_size=default(AlignConfig, "batch_size"),
+        device=dev,
+        attack=PGD(**attack) if align_on == "adversarial" else None,
+        reference=a,
+        seed=seed,
+    )
     res = align(
         a,
         b,
-        data,
+        batches,
         method=method,
-        subset_fraction=subset_fraction,
         pre_activation=pre_activation,
         seed=seed,
         progress=progress,

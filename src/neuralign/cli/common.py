@@ -1,16 +1,71 @@
-"""Helpers shared by the commands: loading data and checkpoints, printing tables."""
+"""What the commands share: the parsed option groups, loading data and checkpoints, tables."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 
-def load_data(name: str, data_dir: str | None, download: bool, split: str) -> Any:
-    from neuralign.data import load_dataset
+@dataclass(frozen=True)
+class DataSource:
+    """``--dataset/--data-dir/--download``: where a command reads its data."""
 
-    return load_dataset(name, split=split, data_dir=data_dir, download=download)
+    dataset: str
+    data_dir: str | None
+    download: bool
+
+    def load(self, split: str) -> Any:
+        """The ``split`` (``train`` or ``test``) of the dataset."""
+        from neuralign.data import load_dataset
+
+        return load_dataset(
+            self.dataset, split=split, data_dir=self.data_dir, download=self.download
+        )
+
+
+@dataclass(frozen=True)
+class PathArgs:
+    """``--points/--bn-mode/--bn-subset/--test-subset/--batch-size``: path evaluation."""
+
+    points: int
+    bn_mode: str
+    bn_subset: int
+    test_subset: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """``--batch-size/--augment/--train-subset/--seed``: the training data of a curve."""
+
+    batch_size: int
+    augment: bool
+    train_subset: int | None
+    seed: int
+
+    def subset(self, train: Any) -> Any:
+        """``train``, or its class-balanced ``--train-subset``."""
+        from neuralign.data import balanced_subset
+
+        if self.train_subset:
+            return balanced_subset(train, n=min(self.train_subset, len(train)), seed=self.seed)
+        return train
+
+    def loader(self, train: Any, device: Any) -> Any:
+        """The shuffled, optionally augmented loader of this rank's share of ``train``."""
+        from neuralign.data import make_loader
+
+        return make_loader(
+            train,
+            self.batch_size,
+            shuffle=True,
+            augment=self.augment,
+            device=device,
+            seed=self.seed,
+            shard=True,
+        )
 
 
 def check_fits(model: Any, data: Any, source: str) -> None:
@@ -20,25 +75,8 @@ def check_fits(model: Any, data: Any, source: str) -> None:
     check_model_fits_data(model, data, source)
 
 
-def shard(batch_size: int) -> dict[str, Any]:
-    """TensorLoader arguments for this rank's slice of global batches of ``batch_size``."""
-    from neuralign import distributed as dist_
-
-    world = dist_.world_size()
-    if batch_size % world:
-        raise click.BadParameter(
-            f"{batch_size} is not divisible by the number of processes {world}",
-            param_hint="--batch-size",
-        )
-    return {
-        "batch_size": batch_size // world,
-        "drop_last": world > 1,
-        "rank": dist_.rank(),
-        "world_size": world,
-    }
-
-
 def echo_table(rows: list[list[Any]], header: list[str]) -> None:
+    """Print ``rows`` as a left-aligned text table under ``header``."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     click.echo(fmt.format(*header))

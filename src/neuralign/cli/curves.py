@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import check_fits, load_data, load_pair, shard
-from neuralign.cli.options import curve_sgd_options, dataset_options, device_option, progress_option
+from neuralign.cli.common import DataSource, TrainArgs, check_fits, load_pair
+from neuralign.cli.options import (
+    curve_sgd_options,
+    dataset_options,
+    default,
+    device_option,
+    progress_option,
+    sgd_option,
+)
+from neuralign.curves import CurveTrainConfig
+from neuralign.pamopt import PAMConfig
 
 
 @cli.command("curve")
@@ -21,11 +31,11 @@ from neuralign.cli.options import curve_sgd_options, dataset_options, device_opt
 @click.option(
     "--bends",
     type=click.IntRange(min=3),
-    default=3,
+    default=default(PAMConfig, "bends"),
     show_default=True,
     help="Control points including the endpoints (3 = quadratic Bezier).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=250, show_default=True)
+@sgd_option(CurveTrainConfig, "epochs")
 @curve_sgd_options
 @click.option(
     "--out",
@@ -38,67 +48,37 @@ from neuralign.cli.options import curve_sgd_options, dataset_options, device_opt
 def curve_cmd(
     model_a: str,
     model_b: str,
-    dataset: str,
-    data_dir: str | None,
-    download: bool,
+    data: DataSource,
     kind: str,
     bends: int,
     epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    schedule: str,
-    lr_step: int,
-    lr_gamma: float,
-    augment: bool,
-    train_subset: int | None,
-    seed: int,
+    training: dict[str, Any],
+    loader: TrainArgs,
     out: str,
     device: str,
     progress: bool,
 ) -> None:
     """Train a Bezier curve or polygonal chain between two checkpoints (resumable)."""
-    from neuralign.curves import Bezier, CurveTrainConfig, PolyChain, train_curve
-    from neuralign.data import TensorLoader, balanced_subset
+    from neuralign.curves import Bezier, PolyChain, train_curve
     from neuralign.device import select_device
-    from neuralign.training.train import _default_augment
 
     dev = select_device(device)
     a, b = load_pair(model_a, model_b, dev)
-    train = load_data(dataset, data_dir, download, "train")
+    train = data.load("train")
     check_fits(a, train, model_a)
-    if train_subset:
-        train = balanced_subset(train, n=min(train_subset, len(train)), seed=seed)
+    train = loader.subset(train)
     cls = Bezier if kind == "bezier" else PolyChain
-    curve = cls(
-        a, b, num_bends=bends, metadata={"model_a": model_a, "model_b": model_b, "dataset": dataset}
-    ).to(dev)
-    loader = TensorLoader(
-        train,
-        shuffle=True,
-        **shard(batch_size),
-        augment=_default_augment(train) if augment else None,
-        device=dev,
-        seed=seed,
-    )
+    meta = {"model_a": model_a, "model_b": model_b, "dataset": data.dataset}
+    curve = cls(a, b, num_bends=bends, metadata=meta).to(dev)
     res = train_curve(
         curve,
-        loader,
-        CurveTrainConfig(
-            epochs=epochs,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            schedule=schedule,
-            lr_step=lr_step,
-            lr_gamma=lr_gamma,
-        ),
+        loader.loader(train, dev),
+        CurveTrainConfig(epochs=epochs, **training),
         device=dev,
         progress=progress,
         log_path=Path(out) / "history.jsonl",
         checkpoint_dir=out,
-        seed=seed,
+        seed=loader.seed,
     )
     last = res.history[-1] if res.history else {}
     click.echo(

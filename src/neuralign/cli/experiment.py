@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import load_data
+from neuralign.cli.common import DataSource
 from neuralign.cli.options import progress_option
 
 
@@ -63,7 +63,7 @@ def run_cmd(
         cfg.device = device
     if config is None:
         try:
-            load_data(cfg.data.dataset, cfg.data.data_dir or None, False, "test")
+            DataSource(cfg.data.dataset, cfg.data.data_dir or None, False).load("test")
         except DataError as exc:
             click.echo(
                 f"note: {exc}\nnote: falling back to the MNIST 5k digits shipped in the "

@@ -1,16 +1,96 @@
-"""Click option groups shared by several commands, each declared once."""
+"""Click option groups shared by several commands, each declared once.
+
+Defaults are never written here: each option reads its default from the library's config
+dataclass that the command fills (:func:`default`), so a default exists in one place.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+
+from neuralign.cli.common import DataSource, PathArgs, TrainArgs
+from neuralign.curves.config import CurveTrainConfig
+from neuralign.data.recipes import BN_MODES
+from neuralign.experiment.config import (
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    RobustConfig,
+)
+
+
+def default(cls: Any, name: str) -> Any:
+    """The default of field ``name`` of the dataclass ``cls`` (also a ``default_factory``'s)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            break
+    raise KeyError(f"{cls.__name__} has no field {name!r} with a default")
+
+
+def param_default(func: Callable[..., Any], name: str) -> Any:
+    """The default of parameter ``name`` of the library function ``func``."""
+    value = inspect.signature(func).parameters[name].default
+    if value is inspect.Parameter.empty:
+        raise KeyError(f"{func.__name__}() has no default for {name!r}")
+    return value
+
+
+def grouped(param: str, names: Sequence[str], build: Callable[..., Any] = dict) -> Any:
+    """Pass the parsed options ``names`` to the command as one argument ``build(**values)``.
+
+    Put it anywhere in a command's decorator stack: it wraps the callback, so the command
+    takes ``param`` instead of the loose options.
+    """
+
+    def deco(f: Any) -> Any:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs[param] = build(**{n: kwargs.pop(n) for n in names})
+            return f(*args, **kwargs)
+
+        return wrapper
+
+    return deco
+
+
+def _attach(f: Any, opts: Sequence[Callable[[Any], Any]]) -> Any:
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def sgd_option(cls: Any, name: str, **extra: Any) -> Callable[[Any], Any]:
+    """One SGD hyper-parameter option (``--lr``, ``--momentum``, ...) with ``cls``'s default."""
+    types: dict[str, Any] = {
+        "epochs": click.IntRange(min=1),
+        "batch_size": click.IntRange(min=1),
+        "lr": click.FloatRange(min=0, min_open=True),
+        "momentum": click.FloatRange(0, 1, max_open=True),
+        "weight_decay": click.FloatRange(min=0),
+        "lr_step": click.IntRange(min=1),
+        "lr_gamma": float,
+        "seed": int,
+    }
+    kw: dict[str, Any] = {"type": types[name], "default": default(cls, name), "show_default": True}
+    kw.update(extra)
+    return click.option("--" + name.replace("_", "-"), **kw)
+
 
 _DATASET_OPTS = [
     click.option(
         "--dataset",
         "dataset",
-        default="fashion-mnist",
+        default=default(DataConfig, "dataset"),
         show_default=True,
         help="Dataset name (see `neuralign datasets`).",
     ),
@@ -22,7 +102,7 @@ _DATASET_OPTS = [
     ),
     click.option(
         "--download/--no-download",
-        default=False,
+        default=default(DataConfig, "download"),
         show_default=True,
         help="Download the dataset (with checksum verification) if it is missing.",
     ),
@@ -30,43 +110,55 @@ _DATASET_OPTS = [
 
 
 def dataset_options(f: Any) -> Any:
-    """Attach --dataset/--data-dir/--download to a command."""
-    for opt in reversed(_DATASET_OPTS):
-        f = opt(f)
-    return f
+    """Attach --dataset/--data-dir/--download; the command takes ``data: DataSource``."""
+    f = grouped("data", ["dataset", "data_dir", "download"], DataSource)(f)
+    return _attach(f, _DATASET_OPTS)
 
 
 def device_option(f: Any) -> Any:
+    """Attach --device."""
     return click.option(
-        "--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto."
+        "--device",
+        default=default(ExperimentConfig, "device"),
+        show_default=True,
+        help="cpu, cuda, cuda:N, mps or auto.",
     )(f)
 
 
 def progress_option(f: Any) -> Any:
+    """Attach --progress/--no-progress."""
     return click.option(
         "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
     )(f)
 
 
 def attack_options(f: Any) -> Any:
-    """Attach --eps/--alpha/--steps (the L∞ PGD attack, METHOD §6; CIFAR defaults)."""
+    """Attach --eps/--alpha/--steps (the L∞ PGD attack, docs/robustness.md; CIFAR defaults).
+
+    The command takes ``attack``: the keyword arguments of :class:`neuralign.attacks.PGD`.
+    """
+    f = grouped("attack", ["eps", "alpha", "steps"])(f)
     opts = [
         click.option(
             "--eps",
             type=click.FloatRange(min=0),
-            default=8 / 255,
+            default=default(RobustConfig, "eps"),
             show_default="8/255",
             help="PGD radius (L∞, [0, 1] pixel units).",
         ),
         click.option(
             "--alpha",
             type=click.FloatRange(min=0),
-            default=2 / 255,
+            default=default(RobustConfig, "alpha"),
             show_default="2/255",
             help="PGD step size.",
         ),
         click.option(
-            "--steps", type=click.IntRange(min=0), default=5, show_default=True, help="PGD steps."
+            "--steps",
+            type=click.IntRange(min=0),
+            default=default(RobustConfig, "steps"),
+            show_default=True,
+            help="PGD steps.",
         ),
     ]
     for opt in reversed(opts):
@@ -75,18 +167,25 @@ def attack_options(f: Any) -> Any:
 
 
 def path_options(f: Any) -> Any:
+    """Attach --points/--bn-mode/--bn-subset/--test-subset/--batch-size (path evaluation).
+
+    The command takes ``path: PathArgs``.
+    """
+    f = grouped("path", ["points", "bn_mode", "bn_subset", "test_subset", "batch_size"], PathArgs)(
+        f
+    )
     opts = [
         click.option(
             "--points",
             type=click.IntRange(min=2),
-            default=65,
+            default=default(EvalConfig, "points"),
             show_default=True,
             help="Equally spaced values of t in [0, 1].",
         ),
         click.option(
             "--bn-mode",
-            type=click.Choice(["train-subset", "train-full-augmented", "none"]),
-            default="train-subset",
+            type=click.Choice(list(BN_MODES)),
+            default=default(EvalConfig, "bn_mode"),
             show_default=True,
             help="BatchNorm statistics at each t: recomputed on a class-balanced "
             "training subset, on the full augmented training set, or not at all.",
@@ -94,18 +193,18 @@ def path_options(f: Any) -> Any:
         click.option(
             "--bn-subset",
             type=click.IntRange(min=1),
-            default=5000,
+            default=default(EvalConfig, "bn_subset"),
             show_default=True,
             help="Images of the BN subset (train-subset mode).",
         ),
         click.option(
             "--test-subset",
             type=click.IntRange(min=0),
-            default=0,
+            default=default(DataConfig, "test_subset"),
             show_default=True,
             help="Evaluate on a class-balanced test subset of this size (0 = all).",
         ),
-        click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True),
+        sgd_option(EvalConfig, "batch_size"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -113,34 +212,39 @@ def path_options(f: Any) -> Any:
 
 
 def curve_sgd_options(f: Any) -> Any:
-    """Attach the curve-training SGD options shared by `curve` and `pam` (METHOD §3)."""
+    """Attach the curve-training SGD options shared by `curve` and `pam` (Tatro et al. 2020,
+    Sec. 3; defaults from the curve-training config).
+
+    The command takes ``training`` (the curve-training hyper-parameters) and
+    ``loader: TrainArgs``.
+    """
+    f = grouped("training", ["lr", "momentum", "weight_decay", "schedule", "lr_step", "lr_gamma"])(
+        f
+    )
+    f = grouped("loader", ["batch_size", "augment", "train_subset", "seed"], TrainArgs)(f)
     opts = [
-        click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
-        click.option(
-            "--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True
-        ),
-        click.option(
-            "--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True
-        ),
-        click.option(
-            "--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True
-        ),
+        sgd_option(DataConfig, "batch_size"),
+        sgd_option(CurveTrainConfig, "lr"),
+        sgd_option(CurveTrainConfig, "momentum"),
+        sgd_option(CurveTrainConfig, "weight_decay"),
         click.option(
             "--schedule",
             type=click.Choice(["step", "cosine", "constant"]),
-            default="step",
+            default=default(CurveTrainConfig, "schedule"),
             show_default=True,
         ),
-        click.option("--lr-step", type=click.IntRange(min=1), default=20, show_default=True),
-        click.option("--lr-gamma", type=float, default=0.5, show_default=True),
-        click.option("--augment/--no-augment", default=True, show_default=True),
+        sgd_option(CurveTrainConfig, "lr_step"),
+        sgd_option(CurveTrainConfig, "lr_gamma"),
+        click.option(
+            "--augment/--no-augment", default=default(DataConfig, "augment"), show_default=True
+        ),
         click.option(
             "--train-subset",
             type=click.IntRange(min=1),
             default=None,
             help="Train on a class-balanced subset of this many images.",
         ),
-        click.option("--seed", type=int, default=0, show_default=True),
+        sgd_option(ExperimentConfig, "seed"),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import check_fits, echo_table, load_data, load_pair, shard
-from neuralign.cli.options import curve_sgd_options, dataset_options, device_option, progress_option
+from neuralign.cli.common import DataSource, TrainArgs, check_fits, echo_table, load_pair
+from neuralign.cli.options import (
+    curve_sgd_options,
+    dataset_options,
+    default,
+    device_option,
+    grouped,
+    progress_option,
+)
+from neuralign.curves import CurveTrainConfig
+from neuralign.experiment.config import AlignConfig
+from neuralign.pamopt import PAMConfig
 
 
 @cli.command("pam")
 @click.argument("model_a", type=click.Path())
 @click.argument("model_b", type=click.Path())
 @dataset_options
+@grouped(
+    "pam",
+    ["outer_iterations", "p_epochs", "p_lr", "nu", "projection", "round_samples", "bends"],
+)
 @click.option(
     "--init",
     type=click.Choice(["identity", "correlation"]),
@@ -22,29 +37,33 @@ from neuralign.cli.options import curve_sgd_options, dataset_options, device_opt
     show_default=True,
     help="Start from the identity (PAM Unaligned) or the correlation alignment (PAM Aligned).",
 )
-@click.option("--outer", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--outer", "outer_iterations", type=click.IntRange(min=1),
+              default=default(PAMConfig, "outer_iterations"), show_default=True,
               help="Outer P-step + curve-step iterations (paper: 1).")  # fmt: skip
-@click.option("--p-epochs", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Epochs of each P-step (paper: 20).")  # fmt: skip
+@click.option("--p-epochs", type=click.IntRange(min=0), default=default(PAMConfig, "p_epochs"),
+              show_default=True, help="Epochs of each P-step (paper: 20).")  # fmt: skip
 @click.option("--p-lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="P-step step size (default: half of --lr).")  # fmt: skip
-@click.option("--nu", type=click.FloatRange(min=0, min_open=True), default=1e3,
+@click.option("--nu", type=click.FloatRange(min=0, min_open=True), default=default(PAMConfig, "nu"),
               show_default=True, help="Proximal parameter of the P-step.")  # fmt: skip
 @click.option("--projection", type=click.Choice(["exact", "dykstra", "sinkhorn"]),
-              default="exact", show_default=True,
+              default=default(PAMConfig, "projection"), show_default=True,
               help="Projection onto the doubly stochastic matrices.")  # fmt: skip
-@click.option("--round-samples", type=click.IntRange(min=0), default=8, show_default=True,
+@click.option("--round-samples", type=click.IntRange(min=0),
+              default=default(PAMConfig, "round_samples"), show_default=True,
               help="Birkhoff-von Neumann samples scored as rounding candidates.")  # fmt: skip
-@click.option("--align-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.2,
+@click.option("--align-fraction", type=click.FloatRange(0, 1, min_open=True),
+              default=default(AlignConfig, "subset_fraction"),
               show_default=True, help="Training fraction used by --init correlation.")  # fmt: skip
 @click.option(
     "--bends",
     type=click.IntRange(min=3),
-    default=3,
+    default=default(PAMConfig, "bends"),
     show_default=True,
     help="Control points of the Bezier curve including the endpoints.",
 )
-@click.option("--epochs", type=click.IntRange(min=0), default=250, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=0), default=default(CurveTrainConfig, "epochs"),
+              show_default=True,
               help="Curve-training epochs of each curve step (paper: 250).")  # fmt: skip
 @curve_sgd_options
 @click.option(
@@ -59,29 +78,13 @@ from neuralign.cli.options import curve_sgd_options, dataset_options, device_opt
 def pam_cmd(
     model_a: str,
     model_b: str,
-    dataset: str,
-    data_dir: str | None,
-    download: bool,
+    data: DataSource,
     init: str,
-    outer: int,
-    p_epochs: int,
-    p_lr: float | None,
-    nu: float,
-    projection: str,
-    round_samples: int,
+    pam: dict[str, Any],
     align_fraction: float,
-    bends: int,
     epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    schedule: str,
-    lr_step: int,
-    lr_gamma: float,
-    augment: bool,
-    train_subset: int | None,
-    seed: int,
+    training: dict[str, Any],
+    loader: TrainArgs,
     out: str,
     device: str,
     progress: bool,
@@ -91,61 +94,40 @@ def pam_cmd(
     Proximal alternating minimisation (Tatro et al. 2020, §4): P-steps on doubly stochastic
     relaxations of every permutation group, rounding, and curve training with P fixed.
     """
-    from neuralign.curves import CurveTrainConfig
-    from neuralign.data import TensorLoader, balanced_subset
+    from neuralign.attacks import alignment_batches
+    from neuralign.data import alignment_subset, make_loader
     from neuralign.device import select_device
     from neuralign.io import save_checkpoint
-    from neuralign.pamopt import PAMConfig, pam, scoring_subset
-    from neuralign.training.train import _default_augment
+    from neuralign.pamopt import pam as run_pam
+    from neuralign.pamopt import scoring_subset
 
     dev = select_device(device)
     a, b = load_pair(model_a, model_b, dev)
-    train = load_data(dataset, data_dir, download, "train")
+    train = data.load("train")
     check_fits(a, train, model_a)
-    if train_subset:
-        train = balanced_subset(train, n=min(train_subset, len(train)), seed=seed)
-    loader = TensorLoader(
-        train,
-        shuffle=True,
-        **shard(batch_size),
-        augment=_default_augment(train) if augment else None,
-        device=dev,
-        seed=seed,
-    )
+    train = loader.subset(train)
+    seed = loader.seed
     cfg = PAMConfig(
-        outer_iterations=outer,
-        p_epochs=p_epochs,
-        p_lr=p_lr or 0.0,
-        nu=nu,
-        projection=projection,
-        round_samples=round_samples,
-        bends=bends,
-        curve=CurveTrainConfig(
-            epochs=epochs,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            schedule=schedule,
-            lr_step=lr_step,
-            lr_gamma=lr_gamma,
-        ),
+        **{**pam, "p_lr": pam["p_lr"] or 0.0},
+        curve=CurveTrainConfig(epochs=epochs, **training),
         seed=seed,
     )
     # A fixed, non-augmented training subset scores rounding candidates and logs the objective.
-    score = TensorLoader(scoring_subset(train, cfg, seed=seed + 1), batch_size=500, device=dev)
-    align_data = balanced_subset(train, fraction=align_fraction, seed=seed)
-    res = pam(
+    score_set = scoring_subset(train, cfg, seed=seed + 1)
+    res = run_pam(
         a,
         b,
-        loader,
+        loader.loader(train, dev),
         cfg,
         init=init,
-        align_data=TensorLoader(align_data, batch_size=500, device=dev),
-        score_data=score,
+        align_data=alignment_batches(
+            alignment_subset(train, fraction=align_fraction, seed=seed), device=dev
+        ),
+        score_data=make_loader(score_set, 500, device=dev),
         device=dev,
         progress=progress,
         checkpoint_dir=out,
-        metadata={"model_a": model_a, "model_b": model_b, "dataset": dataset},
+        metadata={"model_a": model_a, "model_b": model_b, "dataset": data.dataset},
     )
     save_checkpoint(
         Path(out) / "model_b.safetensors",

@@ -8,50 +8,29 @@ from typing import Any
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import check_fits, load_data, load_pair
+from neuralign.cli.common import DataSource, PathArgs, check_fits, load_pair
 from neuralign.cli.options import dataset_options, device_option, path_options, progress_option
 
 
 def _evaluate(
-    curve: Any,
-    dataset: str,
-    data_dir: str | None,
-    download: bool,
-    points: int,
-    bn_mode: str,
-    bn_subset: int,
-    test_subset: int,
-    batch_size: int,
-    dev: Any,
-    progress: bool,
-    metadata: dict[str, Any],
+    curve: Any, data: DataSource, path: PathArgs, dev: Any, progress: bool, metadata: dict[str, Any]
 ) -> Any:
-    from neuralign.data import TensorLoader, balanced_subset
+    from neuralign.data import balanced_subset, bn_loader, make_loader
     from neuralign.paths import evaluate_path
-    from neuralign.training.train import _default_augment
 
-    train = load_data(dataset, data_dir, download, "train")
-    test = load_data(dataset, data_dir, download, "test")
+    train = data.load("train")
+    test = data.load("test")
     check_fits(curve.model, test, str(metadata.get("model_a") or metadata.get("curve") or ""))
-    if test_subset:
-        test = balanced_subset(test, n=min(test_subset, len(test)), seed=0)
-    bn = None
-    if bn_mode == "train-subset":
-        bn = TensorLoader(
-            balanced_subset(train, n=min(bn_subset, len(train)), seed=1),
-            batch_size=batch_size,
-            device=dev,
-        )
-    elif bn_mode == "train-full-augmented":
-        bn = TensorLoader(
-            train, batch_size=batch_size, shuffle=True, augment=_default_augment(train), device=dev
-        )
+    if path.test_subset:
+        test = balanced_subset(test, n=min(path.test_subset, len(test)), seed=0)
     return evaluate_path(
         curve,
-        TensorLoader(test, batch_size=batch_size, device=dev),
-        ts=points,
-        bn_data=bn,
-        bn_mode=bn_mode,
+        make_loader(test, path.batch_size, device=dev),
+        ts=path.points,
+        bn_data=bn_loader(
+            train, path.bn_mode, subset=path.bn_subset, batch_size=path.batch_size, device=dev
+        ),
+        bn_mode=path.bn_mode,
         device=dev,
         progress=progress,
         metadata=metadata,
@@ -79,14 +58,8 @@ def _print_path(res: Any) -> None:
 def interpolate_cmd(
     model_a: str,
     model_b: str,
-    dataset: str,
-    data_dir: str | None,
-    download: bool,
-    points: int,
-    bn_mode: str,
-    bn_subset: int,
-    test_subset: int,
-    batch_size: int,
+    data: DataSource,
+    path: PathArgs,
     out: str | None,
     device: str,
     progress: bool,
@@ -99,14 +72,8 @@ def interpolate_cmd(
     a, b = load_pair(model_a, model_b, dev)
     res = _evaluate(
         Line(a, b).to(dev),
-        dataset,
-        data_dir,
-        download,
-        points,
-        bn_mode,
-        bn_subset,
-        test_subset,
-        batch_size,
+        data,
+        path,
         dev,
         progress,
         {"kind": "line", "model_a": model_a, "model_b": model_b},
@@ -126,14 +93,8 @@ def interpolate_cmd(
 @progress_option
 def eval_path_cmd(
     paths: tuple[str, ...],
-    dataset: str,
-    data_dir: str | None,
-    download: bool,
-    points: int,
-    bn_mode: str,
-    bn_subset: int,
-    test_subset: int,
-    batch_size: int,
+    data: DataSource,
+    path: PathArgs,
     out: str,
     device: str,
     progress: bool,
@@ -141,7 +102,6 @@ def eval_path_cmd(
     """Evaluate a path: a CURVE_DIR (or curve .safetensors) or two checkpoints A B (the line)."""
     from neuralign.curves import Curve, Line
     from neuralign.device import select_device
-    from neuralign.io import load_model
 
     dev = select_device(device)
     if len(paths) == 1:
@@ -152,25 +112,15 @@ def eval_path_cmd(
         curve = Curve.load(file).to(dev)
         meta: dict[str, Any] = {"kind": curve.family, "curve": str(file)}
     elif len(paths) == 2:
-        from neuralign.io.checkpoint import check_state_dict
-
-        a = load_model(paths[0], device=dev)
-        b = load_model(paths[1], device=dev)
-        check_state_dict(a, b.state_dict(), f"{paths[1]} vs {paths[0]}")
+        a, b = load_pair(paths[0], paths[1], dev)
         curve = Line(a, b).to(dev)
         meta = {"kind": "line", "model_a": paths[0], "model_b": paths[1]}
     else:
         raise click.UsageError("give one curve folder, or two checkpoints A B")
     res = _evaluate(
         curve,
-        dataset,
-        data_dir,
-        download,
-        points,
-        bn_mode,
-        bn_subset,
-        test_subset,
-        batch_size,
+        data,
+        path,
         dev,
         progress,
         meta,

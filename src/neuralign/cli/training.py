@@ -8,48 +8,67 @@ from typing import Any
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import check_fits, load_data
-from neuralign.cli.options import attack_options, dataset_options, device_option, progress_option
+from neuralign.cli.common import DataSource, check_fits
+from neuralign.cli.options import (
+    attack_options,
+    dataset_options,
+    default,
+    device_option,
+    grouped,
+    progress_option,
+    sgd_option,
+)
+from neuralign.experiment.config import EvalConfig, ModelConfig
+from neuralign.training import TrainConfig
 
 
 @cli.command("train")
+@grouped(
+    "sgd",
+    [
+        "epochs",
+        "batch_size",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "schedule",
+        "lr_step",
+        "lr_gamma",
+        "augment",
+        "seed",
+    ],
+)
 @click.option(
     "--arch",
-    default="tinyten",
+    default=default(ModelConfig, "arch"),
     show_default=True,
     help="Architecture (see `neuralign models`), or your own factory as package.module:factory "
     "or path/to/file.py:factory (this imports and runs that code).",
 )
 @click.option("--width", type=float, default=None, help="Width multiplier (models that have one).")
 @dataset_options
-@click.option("--epochs", type=click.IntRange(min=1), default=250, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
-@click.option(
-    "--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True
-)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
+@sgd_option(TrainConfig, "epochs")
+@sgd_option(TrainConfig, "batch_size")
+@sgd_option(TrainConfig, "lr")
+@sgd_option(TrainConfig, "momentum")
+@sgd_option(TrainConfig, "weight_decay")
 @click.option(
     "--schedule",
     type=click.Choice(["step", "cosine", "constant", "robust"]),
     default=None,
-    help="step: lr×gamma every --lr-step epochs (the paper's); robust: METHOD §6 "
+    help="step: lr×gamma every --lr-step epochs (the paper's); robust: docs/robustness.md "
     "[default: step; robust with --adversarial].",
 )
-@click.option("--lr-step", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--lr-gamma", type=float, default=0.5, show_default=True)
+@sgd_option(TrainConfig, "lr_step")
+@sgd_option(TrainConfig, "lr_gamma")
 @click.option(
     "--augment/--no-augment",
-    default=True,
+    default=default(TrainConfig, "augment"),
     show_default=True,
     help="Random crop, flip (RGB only) and ±15° rotation, batched on the device.",
 )
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed of the initialisation, data order, augmentation and dropout.",
+@sgd_option(
+    TrainConfig, "seed", help="Seed of the initialisation, data order, augmentation and dropout."
 )
 @click.option(
     "--train-subset",
@@ -75,25 +94,12 @@ from neuralign.cli.options import attack_options, dataset_options, device_option
 def train_cmd(
     arch: str,
     width: float | None,
-    dataset: str,
-    data_dir: str | None,
-    download: bool,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    schedule: str,
-    lr_step: int,
-    lr_gamma: float,
-    augment: bool,
-    seed: int,
+    data: DataSource,
+    sgd: dict[str, Any],
     train_subset: int | None,
     out_dir: str,
     adversarial: bool,
-    eps: float,
-    alpha: float,
-    steps: int,
+    attack: dict[str, Any],
     device: str,
     progress: bool,
 ) -> None:
@@ -105,44 +111,24 @@ def train_cmd(
     import torch
 
     from neuralign.data import balanced_subset
-    from neuralign.models import create_model, is_reference
-    from neuralign.training import TrainConfig, train_model
+    from neuralign.models import create_model, data_kwargs
+    from neuralign.training import train_model
 
-    train = load_data(dataset, data_dir, download, "train")
-    test = load_data(dataset, data_dir, download, "test")
+    train = data.load("train")
+    test = data.load("test")
+    seed = sgd["seed"]
     if train_subset:
         train = balanced_subset(train, n=train_subset, seed=seed)
-    kwargs: dict[str, Any] = {
-        "num_classes": train.num_classes,
-        "in_channels": train.images.shape[1],
-        "mean": list(train.mean),
-        "std": list(train.std),
-    }
-    if width is not None:
-        kwargs["width"] = width
-    if arch == "mlp" or is_reference(arch):  # models whose layer sizes may need the image size
-        kwargs["image_size"] = train.images.shape[-1]
     torch.manual_seed(seed)
-    model = create_model(arch, **kwargs)
-    cfg = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        schedule=schedule or ("robust" if adversarial else "step"),
-        lr_step=lr_step,
-        lr_gamma=lr_gamma,
-        augment=augment,
-        seed=seed,
-    )
-    meta: dict[str, Any] = {"dataset": dataset}
-    attack = None
+    model = create_model(arch, **data_kwargs(arch, train, width=width))
+    schedule = sgd["schedule"] or ("robust" if adversarial else default(TrainConfig, "schedule"))
+    cfg = TrainConfig(**{**sgd, "schedule": schedule})
+    meta: dict[str, Any] = {"dataset": data.dataset}
+    pgd = None
     if adversarial:
         from neuralign.attacks import PGD
 
-        pgd = PGD(eps=eps, alpha=alpha, steps=steps)
-        attack = pgd.attack_model
+        pgd = PGD(**attack)
         meta["adversarial_training"] = pgd.config()
     res = train_model(
         model,
@@ -152,15 +138,19 @@ def train_cmd(
         out_dir=out_dir,
         device=device,
         progress=progress,
-        attack=attack,
+        attack=pgd.attack_model if pgd else None,
         metadata=meta,
     )
-    if res.resumed_from_epoch >= epochs:
-        click.echo(f"{out_dir}: already trained for {epochs} epochs")
+    if res.resumed_from_epoch >= cfg.epochs:
+        click.echo(f"{out_dir}: already trained for {cfg.epochs} epochs")
     click.echo(
         f"{arch} seed {seed}: test accuracy {res.test_acc:.2f}%  "
         f"test loss {res.test_loss:.4f}  -> {res.checkpoint}"
-        + (f"  (adversarial training: PGD eps {eps:.4g}, {steps} steps)" if adversarial else "")
+        + (
+            f"  (adversarial training: PGD eps {attack['eps']:.4g}, {attack['steps']} steps)"
+            if adversarial
+            else ""
+        )
     )
 
 
@@ -171,34 +161,32 @@ def train_cmd(
 @click.option(
     "--arch", default=None, help="Architecture, for foreign checkpoints without metadata."
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@sgd_option(EvalConfig, "batch_size")
 @device_option
 def eval_cmd(
     checkpoint: str,
-    dataset: str,
-    data_dir: str | None,
-    download: bool,
+    data: DataSource,
     split: str,
     arch: str | None,
     batch_size: int,
     device: str,
 ) -> None:
     """Loss and accuracy of a checkpoint on a dataset split."""
-    from neuralign.data import TensorLoader
+    from neuralign.data import make_loader
     from neuralign.device import select_device
     from neuralign.io import load_model
     from neuralign.training import evaluate_model
 
     dev = select_device(device)
-    data = load_data(dataset, data_dir, download, split)
+    ds = data.load(split)
     model = load_model(checkpoint, arch=arch, device=dev)
-    check_fits(model, data, checkpoint)
-    loss, acc = evaluate_model(model, TensorLoader(data, batch_size=batch_size, device=dev))
+    check_fits(model, ds, checkpoint)
+    loss, acc = evaluate_model(model, make_loader(ds, batch_size, device=dev))
     click.echo(
         json.dumps(
             {
                 "checkpoint": checkpoint,
-                "dataset": dataset,
+                "dataset": data.dataset,
                 "split": split,
                 "loss": round(loss, 6),
                 "accuracy": round(acc, 4),

@@ -9,6 +9,13 @@ from neuralign.data.cifar import RestrictedUnpickler
 from neuralign.data.datasets import Dataset, DatasetInfo, default_data_root
 from neuralign.data.download import download_file, extract_archive
 from neuralign.data.loader import Augment, TensorLoader
+from neuralign.data.recipes import (
+    alignment_subset,
+    bn_loader,
+    bn_subset,
+    default_augment,
+    make_loader,
+)
 from neuralign.data.registry import (
     DatasetSpec,
     dataset_spec,
@@ -27,14 +34,19 @@ __all__ = [
     "DatasetSpec",
     "RestrictedUnpickler",
     "TensorLoader",
+    "alignment_subset",
     "balanced_subset",
+    "bn_loader",
+    "bn_subset",
     "dataset_spec",
+    "default_augment",
     "default_data_root",
     "is_dataset",
     "download_file",
     "extract_archive",
     "list_datasets",
     "load_dataset",
+    "make_loader",
     "parse_synthetic_name",
     "register_dataset",
 ]

@@ -32,13 +32,22 @@ import torch
 from torch import nn
 
 from neuralign import distributed as dist_
-from neuralign.data import Dataset, TensorLoader, balanced_subset, load_dataset
+from neuralign.data import (
+    Dataset,
+    TensorLoader,
+    alignment_subset,
+    balanced_subset,
+    bn_loader,
+    bn_subset,
+    load_dataset,
+    make_loader,
+)
 from neuralign.device import select_device
 from neuralign.errors import ConfigError
 from neuralign.experiment.config import PAM_VARIANTS, ExperimentConfig, parse_config
 from neuralign.io.atomic import atomic_write_text, remove_stale_temporaries
 from neuralign.io.checkpoint import load_model, save_checkpoint
-from neuralign.models import is_reference
+from neuralign.models import data_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -163,30 +172,16 @@ class Experiment:
                 train = balanced_subset(train, n=min(c.data.train_subset, len(train)), seed=c.seed)
             if c.data.test_subset:
                 test = balanced_subset(test, n=min(c.data.test_subset, len(test)), seed=c.seed)
-            if c.align.subset_size:
-                align = balanced_subset(train, n=min(c.align.subset_size, len(train)), seed=c.seed)
-            elif c.align.subset_fraction < 1:
-                align = balanced_subset(train, fraction=c.align.subset_fraction, seed=c.seed)
-            else:
-                align = train
-            bn = balanced_subset(train, n=min(c.eval.bn_subset, len(train)), seed=c.seed + 1)
+            align = alignment_subset(
+                train, fraction=c.align.subset_fraction, size=c.align.subset_size, seed=c.seed
+            )
+            bn = bn_subset(train, c.eval.bn_subset, seed=c.seed)
             self._data = RunData(train, test, align, bn)
         return self._data
 
     def _model_kwargs(self) -> dict[str, Any]:
-        d = self.data.train
-        kw: dict[str, Any] = {
-            "num_classes": d.num_classes,
-            "in_channels": d.images.shape[1],
-            "mean": list(d.mean),
-            "std": list(d.std),
-        }
-        if self.cfg.model.arch == "mlp" or is_reference(self.cfg.model.arch):
-            kw["image_size"] = d.images.shape[-1]  # a factory by reference gets it if it takes it
-        if self.cfg.model.width:
-            kw["width"] = self.cfg.model.width
-        kw.update(self.cfg.model.kwargs)
-        return kw
+        m = self.cfg.model
+        return data_kwargs(m.arch, self.data.train, width=m.width or None, extra=m.kwargs)
 
     def endpoint_path(self, seed: int) -> Path:
         """Checkpoint of the endpoint trained with ``seed``."""
@@ -216,24 +211,8 @@ class Experiment:
         shard: bool = False,
     ) -> TensorLoader:
         """A loader on the run's device; ``shard``: this rank's slice of global batches."""
-        from neuralign.training.train import _default_augment
-
-        aug = _default_augment(ds) if augment else None
-        world = dist_.world_size() if shard else 1
-        if batch % world:
-            raise ConfigError(
-                f"data.batch_size {batch} must be divisible by the number of processes {world}"
-            )
-        return TensorLoader(
-            ds,
-            batch_size=batch // world,
-            shuffle=shuffle,
-            augment=aug,
-            device=self.device,
-            seed=seed,
-            drop_last=world > 1,
-            rank=dist_.rank() if shard else 0,
-            world_size=world,
+        return make_loader(
+            ds, batch, shuffle=shuffle, augment=augment, device=self.device, seed=seed, shard=shard
         )
 
     def _pgd(self) -> Any:
@@ -345,6 +324,7 @@ class Experiment:
     def stage_align(self) -> str:
         """Align every pair with every needed method."""
         from neuralign.alignment import align
+        from neuralign.attacks import alignment_batches
 
         c = self.cfg
         parts = []
@@ -358,14 +338,15 @@ class Experiment:
                 if out.exists():
                     info = _read_json(out)
                 else:
-                    loader: Any = self._loader(self.data.align, c.align.batch_size)
-                    if c.robust.enabled and c.robust.align_on == "adversarial":
-                        from neuralign.attacks import AdversarialBatches
-
-                        # The same PGD inputs (crafted against A, the reference) go to both.
-                        loader = AdversarialBatches(
-                            self._pgd(), loader, model=self.endpoint(a), seed=c.seed
-                        )
+                    adversarial = c.robust.enabled and c.robust.align_on == "adversarial"
+                    loader = alignment_batches(
+                        self.data.align,
+                        batch_size=c.align.batch_size,
+                        device=self.device,
+                        attack=self._pgd() if adversarial else None,
+                        reference=self.endpoint(a),
+                        seed=c.seed,
+                    )
                     res = align(
                         self.endpoint(a),
                         self.endpoint(b),
@@ -546,14 +527,15 @@ class Experiment:
         return self.dir / "paths" / f"pair{pair}" / f"{variant}-{kind}.json"
 
     def _bn_loader(self) -> TensorLoader | None:
-        c = self.cfg
-        if c.eval.bn_mode == "none":
-            return None
-        if c.eval.bn_mode == "train-full-augmented":
-            return self._loader(
-                self.data.train, c.eval.batch_size, shuffle=True, augment=True, seed=c.seed
-            )
-        return self._loader(self.data.bn, c.eval.batch_size)
+        e = self.cfg.eval
+        return bn_loader(
+            self.data.train,
+            e.bn_mode,
+            subset=e.bn_subset,
+            batch_size=e.batch_size,
+            device=self.device,
+            seed=self.cfg.seed,
+        )
 
     def _robust_test(self) -> Dataset:
         """Test data of the robust series (``robust.test_subset`` class-balanced images)."""

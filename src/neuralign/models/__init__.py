@@ -17,6 +17,7 @@ from __future__ import annotations
 # Importing the model modules registers them.
 from neuralign.models import googlenet, mlp, resnet, tinyten, vgg  # noqa: F401
 from neuralign.models.common import Normalize, split_logits
+from neuralign.models.fit import data_kwargs
 from neuralign.models.reference import is_reference
 from neuralign.models.registry import (
     create_model,
@@ -29,6 +30,7 @@ from neuralign.models.registry import (
 __all__ = [
     "Normalize",
     "create_model",
+    "data_kwargs",
     "is_reference",
     "list_models",
     "model_spec",

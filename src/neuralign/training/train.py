@@ -21,7 +21,7 @@ from torch import nn
 
 from neuralign import distributed as dist_
 from neuralign.checks import check_model_fits_data, check_training_data
-from neuralign.data import Augment, Dataset, TensorLoader
+from neuralign.data import Dataset, TensorLoader, default_augment
 from neuralign.device import select_device
 from neuralign.errors import CheckpointError, ConfigError
 from neuralign.io.atomic import atomic_write_text
@@ -83,11 +83,6 @@ class TrainResult:
     test_acc: float | None = None
     checkpoint: Path | None = None
     resumed_from_epoch: int = 0
-
-
-def _default_augment(dataset: Dataset) -> Augment:
-    h = dataset.images.shape[-1]
-    return Augment(crop_padding=max(1, h // 8), flip=dataset.images.shape[1] == 3, rotation=15.0)
 
 
 def _parallel_model(model: nn.Module, device: torch.device, compile: bool) -> nn.Module:
@@ -177,7 +172,7 @@ def train_model(
         train_data,
         batch_size=cfg.batch_size // world,
         shuffle=True,
-        augment=_default_augment(train_data) if cfg.augment else None,
+        augment=default_augment(train_data) if cfg.augment else None,
         device=dev,
         seed=cfg.seed,
         drop_last=world > 1,
