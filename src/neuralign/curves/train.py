@@ -159,7 +159,7 @@ def train_curve(
             accuracy at one ``t`` with BatchNorm recomputed).
         amp: bf16 autocast and channels-last input on CUDA (ignored elsewhere).
         compile: Compile the functional forward with :func:`torch.compile`.
-        attack: Robust curve training (Tatro et al. 2020, §5; METHOD.md §6): per minibatch,
+        attack: Robust curve training (Tatro et al. 2020; docs/method.md, Robustness): per minibatch,
             ``attack(curve.model, state, x, y)`` crafts inputs against the sampled point
             :math:`\varphi(t)` (``state``: its detached state dict, e.g.
             :meth:`neuralign.attacks.PGD.attack_state`) and the curve is trained on those

@@ -216,7 +216,7 @@ class Experiment:
         )
 
     def _pgd(self) -> Any:
-        """The run's PGD attack when ``[robust] enabled``, else ``None`` (METHOD.md §6)."""
+        """The run's PGD attack when ``[robust] enabled``, else ``None`` (docs/method.md, Robustness)."""
         from neuralign.attacks import PGD
 
         r = self.cfg.robust

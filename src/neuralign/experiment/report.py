@@ -1,4 +1,4 @@
-"""The report of a run: the paper's table (METHOD.md §8 layout), figures, JSON and CSV.
+"""The report of a run: the paper's table (Tatro et al. 2020, Table 2 layout), figures, JSON and CSV.
 
 ``write_report(run_dir)`` reads only files in the run folder, so ``neuralign report RUN``
 regenerates everything from an existing run.
@@ -95,7 +95,7 @@ def table_rows(
             "error_barrier": [r.error_barrier for r in results],
             "loss_barrier_mid": [r.barrier_ainsworth("test_loss") for r in results],
         }
-        if all(r.robust_acc for r in results):  # clean + PGD series (METHOD.md §6)
+        if all(r.robust_acc for r in results):  # clean + PGD series (docs/method.md, Robustness)
             vals.update(
                 {
                     "endpoint_acc": [r.endpoint_accuracy for r in results],

@@ -1,4 +1,4 @@
-"""PAM: permutations and a curve optimised jointly (Tatro et al. 2020, Sec. 3.3).
+"""PAM: permutations and a curve optimised jointly (Tatro et al. 2020).
 
 One floor above :mod:`neuralign.alignment` and :mod:`neuralign.curves`, which it combines.
 The package is named ``pamopt`` so that the function :func:`neuralign.pam` shadows no module.

@@ -2,7 +2,7 @@
 
 The experiment's ``[pam]`` table is this dataclass (its curve steps, ``bends`` and ``seed``
 come from the experiment's ``[curves]`` table and top-level ``seed``); the CLI reads its
-option defaults from it. See ``docs/method.md`` (PAM) and Tatro et al. 2020, Sec. 3.3.
+option defaults from it. See ``docs/method.md`` (PAM) and Tatro et al. 2020 (PAM).
 """
 
 from __future__ import annotations

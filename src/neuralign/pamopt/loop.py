@@ -185,7 +185,7 @@ def pam(
 ) -> PAMResult:
     """Jointly optimise the permutation of ``model_b`` and the curve to ``model_a`` (PAM).
 
-    See the module docstring for the algorithm (Tatro et al. 2020, Sec. 3.3). Neither model
+    See the module docstring for the algorithm (Tatro et al. 2020). Neither model
     is modified; every module's train/eval flag is restored.
 
     With ``checkpoint_dir`` the run is resumable at every P-step epoch, after every rounding

@@ -1,6 +1,6 @@
 """The P-step: projected proximal SGD on doubly stochastic relaxations of :math:`P`.
 
-See ``docs/method.md`` (PAM, the P-step) and Tatro et al. 2020, Sec. 3.3 and Alg. 1.
+See ``docs/method.md`` (PAM, the P-step) and Tatro et al. 2020.
 """
 
 from __future__ import annotations

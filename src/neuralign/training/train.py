@@ -1,4 +1,4 @@
-"""Endpoint training (METHOD.md §3): SGD with momentum and the paper's step schedule.
+"""Endpoint training (Tatro et al. 2020; docs/method.md, Endpoint training): SGD with momentum and the paper's step schedule.
 
 Deterministic for a given seed on CPU: the data order and augmentation are drawn from
 ``torch.Generator`` seeded by (seed, epoch), and the global RNG state (dropout) is saved in
@@ -44,7 +44,7 @@ Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of endpoint training (defaults: the paper's, METHOD.md §3)."""
+    """Hyper-parameters of endpoint training (defaults: the paper's, docs/method.md)."""
 
     epochs: int = 250  # number of passes over the training set
     batch_size: int = 128  # minibatch size (the paper uses 64 for TinyTen on CIFAR-10)
@@ -54,7 +54,7 @@ class TrainConfig:
     schedule: str = "step"  # step | cosine | constant | robust
     lr_step: int = 20  # epochs between decays of the step schedule
     lr_gamma: float = 0.5  # decay factor of the step schedule
-    augment: bool = True  # random crop (pad 4), flip, rotation ±15° (METHOD.md §7)
+    augment: bool = True  # random crop (pad 4), flip, rotation ±15° (docs/method.md)
     aux_weight: float = 0.3  # weight of auxiliary heads' losses (GoogLeNet)
     seed: int = 0  # data order, augmentation and dropout
     amp: bool = True  # bf16 autocast + channels-last on CUDA (ignored elsewhere)
