@@ -69,3 +69,27 @@ def test_malformed_records_are_problems(tmp_path: Path) -> None:
     probs = verify_artefacts({"a.bin": {"size": "x"}, "sub/b.json": []}, tmp_path)  # type: ignore[dict-item]
     assert [p.reason for p in probs] == ["malformed artefact record"] * 2
     assert verify_artefacts([], tmp_path)[0].reason.startswith("artefact record")  # type: ignore[arg-type]
+
+
+def test_checkpoint_checksum_catches_a_flipped_weight_byte(tmp_path: Path) -> None:
+    """Before: safetensors has no checksum, so a flipped weight byte loaded silently."""
+    import torch
+
+    from neuralign.errors import CheckpointError
+    from neuralign.io import load_checkpoint, save_checkpoint
+    from neuralign.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("mlp", in_channels=1, image_size=8, hidden=[16], num_classes=10)
+    f = tmp_path / "m.safetensors"
+    save_checkpoint(f, m, {"seed": 3})
+    state, meta = load_checkpoint(f)
+    assert meta["seed"] == 3 and all(torch.equal(state[k], v) for k, v in m.state_dict().items())
+    raw = bytearray(f.read_bytes())
+    raw[-5] ^= 0x01  # inside the last tensor's data: still a valid safetensors file
+    f.write_bytes(bytes(raw))
+    from safetensors.torch import load_file
+
+    load_file(str(f))  # safetensors itself accepts it
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        load_checkpoint(f)

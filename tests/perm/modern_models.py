@@ -173,6 +173,126 @@ class TokenMixerNet(nn.Module):
         return self.head(self.norm(x)[:, 0])
 
 
+class GNBlock(nn.Module):
+    def __init__(self, c: int, groups: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.gn1 = nn.GroupNorm(groups, c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.gn2 = nn.GroupNorm(groups, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.silu(self.gn1(self.conv1(x)))
+        return F.silu(self.gn2(self.conv2(out)) + x)
+
+
+class GroupNormNet(nn.Module):
+    """ResNet-GN style: GroupNorm on the residual stream (4 groups of 3) and inside blocks;
+    GroupNorm over a concatenation whose parts are whole channel groups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 12, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 12)
+        self.block = GNBlock(12, 4)
+        self.side = nn.Conv2d(12, 3, 1)
+        self.cat_gn = nn.GroupNorm(5, 15)  # blocks of 3: side = 1 block, stream = 4 blocks
+        self.head = nn.Linear(15, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(F.silu(self.gn(self.stem(x))))
+        y = F.silu(self.cat_gn(torch.cat([F.silu(self.side(x)), x], 1)))
+        return self.head(y.mean((2, 3)))
+
+
+class Attention(nn.Module):
+    """Hand-written multi-head self-attention in three common spellings."""
+
+    def __init__(self, dim: int, heads: int, style: str) -> None:
+        super().__init__()
+        self.heads, self.style = heads, style
+        if style == "separate":
+            self.q = nn.Linear(dim, dim)
+            self.k = nn.Linear(dim, dim)
+            self.v = nn.Linear(dim, dim)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        h, d = self.heads, c // self.heads
+        if self.style == "separate":  # q/k/v Linear, view + transpose, explicit softmax
+            q = self.q(x).view(b, t, h, d).transpose(1, 2)
+            k = self.k(x).view(b, t, h, d).transpose(1, 2)
+            v = self.v(x).view(b, t, h, d).transpose(1, 2)
+            att = (q @ k.transpose(-2, -1)) * d**-0.5
+            y = att.softmax(dim=-1) @ v
+        elif self.style == "fused":  # timm: reshape to (3, B, heads, T, d), unbind
+            qkv = self.qkv(x).reshape(b, t, 3, h, d).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+            att = torch.matmul(q, k.transpose(-2, -1)) / d**0.5
+            y = torch.matmul(F.softmax(att, dim=-1), v)
+        else:  # "chunk": chunk along channels, scaled_dot_product_attention
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            q, k, v = (z.reshape(b, t, h, d).permute(0, 2, 1, 3) for z in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class ViTLike(nn.Module):
+    """Patch embedding, CLS token, position embedding, pre-norm blocks (attention + MLP)."""
+
+    def __init__(self, style: str, dim: int = 8, heads: int = 2, depth: int = 2) -> None:
+        super().__init__()
+        self.style = style
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.5)
+        self.pos_embed = nn.Parameter(torch.randn(1, 5, dim) * 0.5)
+        self.n1 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
+        self.n2 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
+        if style == "mha":
+            self.attn = nn.ModuleList(
+                nn.MultiheadAttention(dim, heads, batch_first=True) for _ in range(depth)
+            )
+        else:
+            self.attn = nn.ModuleList(Attention(dim, heads, style) for _ in range(depth))
+        self.fc1 = nn.ModuleList(nn.Linear(dim, 2 * dim) for _ in range(depth))
+        self.fc2 = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        for i in range(len(self.attn)):
+            h = self.n1[i](x)
+            if self.style == "mha":
+                x = x + self.attn[i](h, h, h, need_weights=False)[0]
+            else:
+                x = x + self.attn[i](h)
+            x = x + self.fc2[i](F.gelu(self.fc1[i](self.n2[i](x))))
+        return self.head(self.norm(x)[:, 0])
+
+
+class Recurrent(nn.Module):
+    """Embedding Linear -> LSTM / GRU -> Linear head, in a few layouts."""
+
+    def __init__(self, kind: str, layers: int = 1, bidirectional: bool = False) -> None:
+        super().__init__()
+        self.kind = kind
+        self.emb = nn.Linear(4, 6)
+        rnn = nn.LSTM if kind == "lstm" else nn.GRU
+        self.rnn = rnn(6, 5, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Linear(5 * (2 if bidirectional else 1), 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, state = self.rnn(torch.tanh(self.emb(x)))
+        if self.kind == "gru_state":  # read the final state h_n
+            return self.head(state[-1])
+        return self.head(out.mean(1) + out[:, -1])
+
+
 #: name -> (factory, input shape)
 MODERN = {
     "se_none": (lambda: SENet("none"), (3, 8, 8)),
@@ -183,6 +303,14 @@ MODERN = {
     "unet": (UNet, (3, 16, 16)),
     "flatten_head": (FlattenHead, (3, 8, 8)),
     "tokens": (TokenMixerNet, (3, 8, 8)),
+    "groupnorm": (GroupNormNet, (3, 8, 8)),
+    "vit_mha": (lambda: ViTLike("mha"), (3, 8, 8)),
+    "vit_separate": (lambda: ViTLike("separate"), (3, 8, 8)),
+    "vit_fused": (lambda: ViTLike("fused"), (3, 8, 8)),
+    "vit_chunk": (lambda: ViTLike("chunk"), (3, 8, 8)),
+    "lstm": (lambda: Recurrent("lstm"), (7, 4)),
+    "gru_state": (lambda: Recurrent("gru_state"), (7, 4)),
+    "gru_deep": (lambda: Recurrent("gru", layers=2, bidirectional=True), (7, 4)),
 }
 
 

@@ -58,14 +58,14 @@ class _ManySorters(nn.Module):
         return x
 
 
-class _RNNFirst(nn.Module):
+class _BilinearFirst(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.rnn = nn.RNN(4, 5, batch_first=True)
+        self.bil = nn.Bilinear(4, 4, 5)
         self.fc = nn.Linear(5, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.rnn(x)[0][:, -1])
+        return self.fc(torch.relu(self.bil(x, x)))
 
 
 def test_control_flow_error_names_the_submodule() -> None:
@@ -100,12 +100,29 @@ def test_coverage_reports_frozen_groups_and_unpermuted_parameters(caplog) -> Non
 
 
 def test_zero_groups_is_said_loudly(caplog) -> None:
+    model = _BilinearFirst()
     with caplog.at_level(logging.WARNING, logger="neuralign.perm.trace"):
-        spec = discover_spec(_RNNFirst(), torch.randn(2, 3, 4))
-    cov = coverage(spec, _RNNFirst())
-    assert "no symmetry rule for RNN" in str(cov) or cov.groups > 0
-    if cov.groups == 0:
-        assert "discovered no permutation groups" in caplog.text
+        spec = discover_spec(model, torch.randn(2, 4))
+    cov = coverage(spec, model)
+    assert cov.empty and cov.opaque == {"bil": "Bilinear"}
+    assert "no symmetry rule for Bilinear (bil)" in str(cov)
+    assert "discovered no permutation groups" in caplog.text
+    assert "no symmetry rule for Bilinear" in caplog.text
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN])
+def test_recurrent_layers_never_give_zero_groups(cls: type[nn.Module]) -> None:
+    class First(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = cls(4, 5, batch_first=True)
+            self.fc = nn.Linear(5, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.rnn(x)[0][:, -1])
+
+    spec = discover_spec(First(), torch.randn(2, 3, 4))
+    assert list(spec.groups) == ["rnn.l0"]
 
 
 def test_permute_model_without_spec_uses_the_permutations_spec() -> None:

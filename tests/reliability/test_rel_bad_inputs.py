@@ -73,11 +73,23 @@ def _fashion(folder: Path, images: np.ndarray, labels: np.ndarray) -> Path:
 
 
 def _with_state(path: Path, state: dict[str, torch.Tensor], like: Path) -> Path:
-    """Write ``state`` under the neuralign metadata (architecture) of checkpoint ``like``."""
+    """Write ``state`` under the neuralign metadata (architecture) of checkpoint ``like``.
+
+    The content checksum is left out (as a tool that edits the tensors and writes an
+    architecture header of its own would): with ``like``'s checksum kept, every such file is
+    refused as corrupt before its entries are looked at (tests/io/test_integrity.py).
+    """
+    import json
+
     from safetensors import safe_open
 
+    from neuralign.io.checkpoint import DIGEST_KEY, METADATA_KEY
+
     with safe_open(str(like), framework="pt") as fh:
-        header = fh.metadata()
+        header = dict(fh.metadata())
+    meta = json.loads(header[METADATA_KEY])
+    meta.pop(DIGEST_KEY, None)
+    header[METADATA_KEY] = json.dumps(meta)
     save_file(state, str(path), metadata=header)
     return path
 

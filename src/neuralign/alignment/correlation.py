@@ -17,11 +17,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
-from neuralign.alignment._lap import solve_lap
+from neuralign.alignment._lap import solve_family, solve_lap
 from neuralign.alignment._lockstep import LockstepRunner
 from neuralign.alignment.correlation_stats import CrossCorrelation
 from neuralign.errors import DataError
-from neuralign.perm.spec import PermutationSpec
+from neuralign.perm.spec import PermutationSpec, Tap
 
 
 @dataclass
@@ -93,7 +93,7 @@ def correlation_statistics(
         device = p.device if p is not None else torch.device("cpu")
     # Each tap node feeds one accumulator per (group, tap) that reads it.
     runner = LockstepRunner(model_a, model_b, spec, pre_activation)
-    readers: dict[str, list[tuple[str, int, int, int, int]]] = {}
+    readers: dict[str, list[tuple[str, int, Tap]]] = {}
     accs: dict[str, list[CrossCorrelation]] = {}
     for g, grp in spec.groups.items():
         taps = [t for t in grp.taps if t.mode == runner.mode]
@@ -102,12 +102,16 @@ def correlation_statistics(
         accs[g] = [CrossCorrelation(grp.size, device, batch_dtype) for _ in taps]
         for i, tap in enumerate(taps):
             node = (tap.pre_node or tap.node) if pre_activation else tap.node
-            readers.setdefault(node, []).append((g, i, tap.start, tap.size, tap.dim))
+            readers.setdefault(node, []).append((g, i, tap))
+    # Projection taps (units inside nn.MultiheadAttention) read each model's own weights.
+    state_a = model_a.state_dict()
+    state_b = model_b.state_dict()
 
     def on_tap(node: str, va: torch.Tensor, vb: torch.Tensor) -> None:
-        for g, i, start, size, dim in readers[node]:
-            a = va.narrow(dim, start, size)
-            b = vb.narrow(dim, start, size)
+        for g, i, tap in readers[node]:
+            a = tap.read(va, state_a)
+            b = tap.read(vb, state_b)
+            dim = a.ndim - 1 if tap.proj is not None else tap.dim
             if dim != 1:
                 a, b = a.movedim(dim, 1), b.movedim(dim, 1)
             accs[g][i].update(a, b)
@@ -165,13 +169,30 @@ def match_correlation(
 ) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, float]]:
     """Solve each group's assignment; return ``(perms, mean corr before, mean corr after)``.
 
-    "Before" is the identity matching. Groups without taps keep the identity.
+    "Before" is the identity matching. Groups without taps keep the identity. Structured
+    groups (GroupNorm blocks, attention heads) are assigned block to block, linked groups
+    with one block permutation (:func:`~neuralign.alignment._lap.solve_family`); a linked
+    group without taps contributes nothing to its family's block choice.
     """
-    perms = {
-        g: solve_lap(stats.correlation(g).cpu())
-        if g in stats.accumulators
-        else torch.arange(grp.size)
-        for g, grp in spec.groups.items()
-    }
+    perms: dict[str, torch.Tensor] = {}
+    for family in spec.families():
+        grps = [spec.groups[g] for g in family]
+        if grps[0].blocks == 1 and len(family) == 1:
+            g = family[0]
+            perms[g] = (
+                solve_lap(stats.correlation(g).cpu())
+                if g in stats.accumulators
+                else torch.arange(grps[0].size)
+            )
+            continue
+        scores = [
+            stats.correlation(g.name).cpu()
+            if g.name in stats.accumulators
+            else torch.zeros(g.size, g.size, dtype=torch.float64)
+            for g in grps
+        ]
+        for g, p in zip(family, solve_family(scores, grps[0].blocks)):
+            perms[g] = p
+    perms = {g: perms[g] for g in spec.groups}
     before, after = correlation_of(stats, spec, perms)
     return perms, before, after

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import torch
 
-from neuralign.alignment._lap import solve_lap
+from neuralign.alignment._lap import solve_family, solve_lap
 from neuralign.perm.spec import AxisMember, PermutationSpec
 
 
@@ -98,20 +98,26 @@ def weight_matching(
         return s
 
     gen = torch.Generator().manual_seed(seed)
-    names = list(spec.groups)
+    # Structured groups are assigned block to block; linked groups (the query/key and value
+    # groups of attention heads) together, sharing their block permutation.
+    families = spec.families()
+    plain = all(len(f) == 1 and spec.groups[f[0]].blocks == 1 for f in families)
     objective: list[float] = []
     for _ in range(max_sweeps):
         improved = False
         total = 0.0
-        for i in torch.randperm(len(names), generator=gen).tolist():
-            g = names[i]
-            s = cost_matrix(g)
-            rows = torch.arange(s.shape[0])
-            old = float(s[rows, perms[g]].sum())
-            new_perm = solve_lap(s)
-            new = float(s[rows, new_perm].sum())
+        for i in torch.randperm(len(families), generator=gen).tolist():
+            family = families[i]
+            costs = [cost_matrix(g) for g in family]
+            old = sum(float(s[torch.arange(len(s)), perms[g]].sum()) for g, s in zip(family, costs))
+            if plain:
+                new_perms = [solve_lap(costs[0])]
+            else:
+                new_perms = solve_family(costs, spec.groups[family[0]].blocks)
+            new = sum(float(s[torch.arange(len(s)), p].sum()) for s, p in zip(costs, new_perms))
             if new > old + 1e-12 * max(1.0, abs(old)):
-                perms[g] = new_perm
+                for g, p in zip(family, new_perms):
+                    perms[g] = p
                 improved = True
                 total += new
             else:

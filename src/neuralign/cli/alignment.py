@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from neuralign.cli.options import (
     dataset_options,
     default,
     device_option,
+    json_option,
     param_default,
     progress_option,
     sgd_option,
@@ -122,7 +124,8 @@ def _print_alignment(res: Any) -> None:
     "--out",
     type=click.Path(dir_okay=False),
     required=True,
-    help="Aligned model B (.safetensors); the permutation goes next to it (.perm.json).",
+    help="Aligned model B (.safetensors, added when missing; another suffix is refused); the "
+    "permutation goes next to it (.perm.json).",
 )
 @click.option(
     "--plot",
@@ -142,6 +145,7 @@ def _print_alignment(res: Any) -> None:
 @attack_options
 @device_option
 @progress_option
+@json_option
 def align_cmd(
     model_a: str,
     model_b: str,
@@ -156,6 +160,7 @@ def align_cmd(
     attack: dict[str, Any],
     device: str,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Permute MODEL_B's hidden units to match MODEL_A's; write the aligned model."""
     from neuralign.alignment.plot import plot_correlation
@@ -163,7 +168,13 @@ def align_cmd(
     from neuralign.data import alignment_subset
     from neuralign.device import select_device
     from neuralign.io import read_metadata, save_checkpoint
+    from neuralign.io.outputs import check_not_input, checkpoint_out_path
 
+    out = str(checkpoint_out_path(out))
+    perm_path = Path(out).with_suffix(".perm.json")
+    for path, option in ((out, "--out"), (perm_path, "--out (its .perm.json)"), (plot, "--plot")):
+        if path is not None:
+            check_not_input(path, [model_a, model_b], option)
     dev = select_device(device)
     a, b = load_pair(model_a, model_b, dev)
     train = data.load("train")
@@ -185,18 +196,25 @@ def align_cmd(
         seed=seed,
         progress=progress,
     )
-    _print_alignment(res)
+    if not as_json:
+        _print_alignment(res)
     meta = read_metadata(model_b)
     meta.pop("arch", None)
     meta.update({"aligned_to": str(model_a), "alignment_method": method, "align_on": align_on})
     save_checkpoint(out, res.aligned_b, meta)
-    perm_path = Path(out).with_suffix(".perm.json")
     res.permutation.save(perm_path)
+    if plot:
+        groups = [g for g in res.spec.groups if g in res.correlation_before]
+        plot_correlation(groups, res.correlation_before, res.correlation_after, plot)
+    if as_json:
+        summary: dict[str, Any] = {"method": method, "out": out, "permutation": str(perm_path)}
+        summary["plot"] = plot
+        summary.update({"num_images": res.num_images, "seconds": res.seconds})
+        click.echo(json.dumps({**summary, "groups": res.table(), "objective": res.objective}))
+        return
     click.echo(
         f"{method} alignment on {res.num_images} images in {res.seconds:.1f}s -> {out} "
         f"(permutation: {perm_path})"
     )
     if plot:
-        groups = [g for g in res.spec.groups if g in res.correlation_before]
-        plot_correlation(groups, res.correlation_before, res.correlation_after, plot)
         click.echo(f"figure written to {plot}")

@@ -94,3 +94,56 @@ def load_pair(model_a: str, model_b: str, dev: Any) -> tuple[Any, Any]:
     b = load_model(model_b, device=dev)
     check_state_dict(a, b.state_dict(), f"{model_b} vs {model_a}")
     return a, b
+
+
+def claim_out(
+    out: str,
+    command: str,
+    fields: dict[str, Any],
+    inputs: dict[str, str] | None = None,
+) -> None:
+    """Lock ``out`` and check its resume fingerprint before a command writes there.
+
+    The lock is released when the command's click context closes. A folder this call
+    created is removed again then if the command wrote nothing into it (it failed on a bad
+    input first), so a refused command leaves no output folder behind. In a distributed run
+    only rank 0 takes the lock (the other ranks write nothing of their own).
+    """
+    from pathlib import Path
+
+    from neuralign import distributed as dist_
+    from neuralign.io.resume import FINGERPRINT_NAME, claim_folder
+
+    if not dist_.is_main():
+        return
+    folder = Path(out)
+    created = not folder.exists()
+    lock = claim_folder(
+        folder,
+        fields,
+        command=command,
+        inputs=inputs,
+        notify=lambda msg: click.echo(f"note: {msg}", err=True),
+    )
+
+    def close() -> None:
+        lock.release()
+        if created and folder.is_dir():
+            left = list(folder.iterdir())
+            if all(p.name == FINGERPRINT_NAME for p in left):
+                for p in left:
+                    p.unlink(missing_ok=True)
+                folder.rmdir()
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(close)
+
+
+def schedule_fields(schedule: str, epochs: int) -> dict[str, Any]:
+    """The epoch count belongs to a fingerprint only where the schedule depends on it.
+
+    With ``step`` and ``constant`` schedules, the first N epochs of a longer run are the
+    same as an N-epoch run, so resuming with more epochs continues the same run.
+    """
+    return {"epochs": epochs} if schedule in ("cosine", "robust") else {}

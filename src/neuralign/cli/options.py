@@ -249,3 +249,14 @@ def curve_sgd_options(f: Any) -> Any:
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def json_option(f: Any) -> Any:
+    """Attach --json: print the command's results as one JSON object instead of text."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        default=False,
+        help="Print the results as one JSON object on standard output (instead of text).",
+    )(f)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import DataSource, TrainArgs, check_fits, echo_table, load_pair
+from neuralign.cli.common import DataSource, TrainArgs, check_fits, claim_out, echo_table, load_pair
 from neuralign.cli.options import (
     curve_sgd_options,
     dataset_options,
@@ -114,6 +115,16 @@ def pam_cmd(
     )
     # A fixed, non-augmented training subset scores rounding candidates and logs the objective.
     score_set = scoring_subset(train, cfg, seed=seed + 1)
+    fields = {
+        "pam": cfg.to_dict(),
+        "init": init,
+        "align_fraction": align_fraction,
+        "dataset": data.dataset,
+        "train_images": len(train),
+        "loader": dataclasses.asdict(loader),
+    }
+    fields["pam"].pop("amp", None)  # a speed setting
+    claim_out(out, "neuralign pam", fields, {"model_a": model_a, "model_b": model_b})
     res = run_pam(
         a,
         b,

@@ -439,13 +439,16 @@ class Curve(nn.Module):
         under the safetensors metadata key ``"neuralign"``.
 
         Args:
-            path: Destination (``.safetensors`` recommended).
+            path: Destination (must end in ``.safetensors``).
 
         Returns:
             The path written.
         """
         from safetensors.torch import save_file
 
+        from neuralign.io.checkpoint import require_safetensors_suffix
+
+        require_safetensors_suffix(path)
         tensors: dict[str, Tensor] = {}
         for k in range(self.num_bends):
             for i, key in enumerate(self.interpolated_keys):
@@ -497,8 +500,8 @@ class Curve(nn.Module):
             A curve of the saved family (``Curve.load`` dispatches; ``Bezier.load`` checks).
 
         Raises:
-            CheckpointError: on a missing/corrupt file, a family mismatch, or a model whose
-                state-dict keys differ from the saved ones.
+            CheckpointError: on a missing/corrupt file, non-finite control points, a family
+                mismatch, or a model whose state-dict keys differ from the saved ones.
         """
         from safetensors.torch import load_file
 
@@ -535,6 +538,17 @@ class Curve(nn.Module):
                 f"unexpected keys {extra}"
             )
         tensors = load_file(str(path), device=str(map_location))
+        bad = [
+            name
+            for name, t in tensors.items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())
+        ]
+        if bad:
+            raise CheckpointError(
+                f"{path}: non-finite (NaN/Inf) values in {len(bad)} curve tensors, e.g. "
+                f"{sorted(bad)[:3]}; the curve training that wrote it diverged: train it again "
+                "with a lower learning rate"
+            )
         n = int(header["num_bends"])
         interp: list[str] = header["interpolated_keys"]
         try:
@@ -554,3 +568,23 @@ class Curve(nn.Module):
                 for i, key in enumerate(interp):
                     curve._bend_tensor(k, i).copy_(tensors[f"bend{k}/{key}"])
         return curve
+
+
+def curve_families() -> tuple[str, ...]:
+    """Names of the registered curve families (every imported :class:`Curve` subclass that
+    sets ``family``), e.g. ``("bezier", "polychain", "line")``."""
+    return tuple(Curve._registry)
+
+
+def curve_family(name: str) -> type[Curve]:
+    """The :class:`Curve` subclass registered as ``name``.
+
+    Raises:
+        ConfigError: For an unknown family.
+    """
+    try:
+        return Curve._registry[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown curve family {name!r}; choose from {', '.join(curve_families())}"
+        ) from None

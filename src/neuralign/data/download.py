@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from neuralign.errors import DataError
+from neuralign.io.atomic import new_file_mode
 
 __all__ = ["download_file", "extract_archive", "file_checksum", "parse_checksum"]
 
@@ -131,6 +132,7 @@ def download_file(
                 f"checksum mismatch for {url}: expected {algo} {expected}, got {actual}; the "
                 "download is corrupt or the file changed upstream; delete it and retry"
             )
+        os.chmod(tmp, new_file_mode(dest_path))  # mkstemp's 0600 would hide it from the group
         os.replace(tmp, dest_path)
     finally:
         if tmp.exists():

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from neuralign.errors import DataError
+from neuralign.io.atomic import new_file_mode
 
 __all__ = ["cached_decode", "decode_image", "fingerprint", "load_cache", "write_cache"]
 
@@ -138,10 +139,7 @@ def write_cache(path: Path, images: np.ndarray, labels: np.ndarray, key: str) ->
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, images=images, labels=labels, key=np.asarray(key))
-        # mkstemp creates 0600; a cache next to shared data should be as readable as the data.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, new_file_mode(path))  # mkstemp's 0600 would hide it from the group
         os.replace(tmp, path)
         return True
     except OSError:

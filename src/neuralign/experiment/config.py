@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neuralign.curves import curve_families
 from neuralign.curves.config import CurveTrainConfig
 from neuralign.errors import ConfigError
 from neuralign.optim.schedules import SCHEDULES
@@ -127,7 +128,7 @@ PAM_FROM_ELSEWHERE = ("curve", "bends", "seed")
 class ExperimentConfig:
     """A whole experiment: endpoints → alignment → curves → paths → report."""
 
-    name: str = "experiment"  # shown in the report
+    name: str = "experiment"  # shown in the report; default run folder runs/<name> (plain name)
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
     seed: int = 0  # seed of subsets, curve t-sampling and weight matching
     data: DataConfig = field(default_factory=DataConfig)
@@ -172,7 +173,7 @@ class ExperimentConfig:
         return json.dumps(d, sort_keys=True)
 
 
-KINDS = ("line", "bezier", "polychain")
+KINDS = curve_families()  # line, bezier, polychain and any registered curve family
 VARIANTS = ("unaligned", "correlation", "weight", "pam-unaligned", "pam-aligned")
 PAM_VARIANTS = ("pam-unaligned", "pam-aligned")
 BN_MODES = ("train-subset", "train-full-augmented", "none")
@@ -252,8 +253,11 @@ def _require(cond: bool, msg: str) -> None:
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Check ranges and choices; raise :class:`ConfigError` naming the first bad field."""
     from neuralign.data import is_dataset, list_datasets
+    from neuralign.io.outputs import safe_component
     from neuralign.models import is_reference, list_models
 
+    # the default run folder is runs/<name>: one plain path component (docs/reliability.md)
+    safe_component(cfg.name, "name")
     names = [d.name for d in list_datasets()]
     _require(
         is_dataset(cfg.data.dataset),

@@ -1,7 +1,8 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename.
 
 A run killed at any moment therefore leaves either the old file or the new one, never a
-half-written file (and at most a ``.NAME.XXXXXXXX.neuralign.tmp`` temporary, which
+half-written file. New files get the permissions the user's umask allows (``0644`` for the
+usual ``022``), rewritten files keep theirs (and at most a ``.NAME.XXXXXXXX.neuralign.tmp`` temporary, which
 :func:`remove_stale_temporaries` recognises as neuralign's own).
 """
 
@@ -23,6 +24,33 @@ class DiskFullError(NeuralignError, OSError):
     """The disk filled up while writing; the previous file (if any) is intact."""
 
 
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` where possible, which changes nothing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no read-only query exists elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: str | os.PathLike[str]) -> int:
+    """Permissions for (re)writing ``path``: its current ones, else ``0o666`` minus the umask.
+
+    ``tempfile.mkstemp`` creates ``0600`` files, so an atomically renamed temporary would make
+    every output unreadable to the group and others whatever the user's umask; the writers
+    here give the temporary these permissions before renaming it.
+    """
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``.
@@ -38,6 +66,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, new_file_mode(target))
         os.replace(tmp, target)
     except BaseException as exc:
         # Also on Ctrl-C (KeyboardInterrupt): the temporary file goes, the target stays.

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import pickle
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -29,11 +30,45 @@ from neuralign.io.atomic import atomic_path
 
 METADATA_KEY = "neuralign"
 
+#: Metadata key of the checksum over the tensors and the rest of the metadata.
+DIGEST_KEY = "content_sha256"
+
+
+def content_digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """SHA-256 over every tensor (name, dtype, shape, bytes) and the metadata (minus itself).
+
+    safetensors has no checksum of its own: a flipped byte in the weights loads silently.
+    neuralign checkpoints record this digest when written and :func:`load_checkpoint`
+    verifies it, so a corrupted checkpoint is refused instead of loading wrong weights
+    (docs/reliability.md, "Integrity").
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    rest = {k: v for k, v in meta.items() if k != DIGEST_KEY}
+    h.update(json.dumps(rest, sort_keys=True, default=str).encode())
+    for k in sorted(tensors):
+        t = tensors[k].detach().to("cpu").contiguous()
+        h.update(f"\0{k}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
 
 def _version() -> str:
     from neuralign._version import __version__
 
     return __version__
+
+
+def require_safetensors_suffix(path: str | os.PathLike[str], option: str = "path") -> None:
+    """Raise :class:`ConfigError` unless ``path`` ends in ``.safetensors``."""
+    if Path(path).suffix != ".safetensors":
+        from neuralign.io.outputs import checkpoint_out_path
+
+        fixed = checkpoint_out_path(path, option)  # raises for another suffix
+        raise ConfigError(
+            f"{option} {str(path)!r}: checkpoints are safetensors files; write {fixed} instead"
+        )
 
 
 def save_checkpoint(
@@ -51,7 +86,13 @@ def save_checkpoint(
 
     Returns:
         The path written.
+
+    Raises:
+        ConfigError: If ``path`` does not end in ``.safetensors`` (the bytes are
+            safetensors; a ``.pt`` name would make every reader take them for a corrupt
+            pickle: docs/reliability.md, "Output paths").
     """
+    require_safetensors_suffix(path)
     meta: dict[str, Any] = {"library_version": _version(), "torch_version": torch.__version__}
     if isinstance(model_or_state, nn.Module):
         from neuralign.models import model_spec
@@ -62,7 +103,11 @@ def save_checkpoint(
     else:
         state = model_or_state
     meta.update(metadata or {})
+    meta.pop(DIGEST_KEY, None)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    # the digest covers the metadata as it will read back (after the JSON round trip)
+    meta = json.loads(json.dumps(meta, sort_keys=True, default=str))
+    meta[DIGEST_KEY] = content_digest(tensors, meta)
     header = {METADATA_KEY: json.dumps(meta, sort_keys=True, default=str)}
     target = Path(path)
     with atomic_path(target) as tmp:
@@ -115,6 +160,7 @@ _PARSE_ERRORS: tuple[type[BaseException], ...] = (
     OverflowError,
     MemoryError,
     RecursionError,
+    struct.error,  # a 1-byte .pt file: torch's unpickler reads a 4-byte length (fuzz find)
 )
 
 
@@ -165,6 +211,9 @@ def load_checkpoint(
     ``.safetensors`` files are read directly; ``.pt``/``.pth``/``.bin`` files go through
     ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
 
+    A neuralign checkpoint's recorded checksum (:func:`content_digest`) is verified: a
+    file with a changed byte is refused even where safetensors itself would load it.
+
     Raises:
         CheckpointError: missing, truncated, corrupt or unsafe file, or NaN/Inf weights.
     """
@@ -178,6 +227,12 @@ def load_checkpoint(
                 f"{p}: corrupt or truncated safetensors file ({type(exc).__name__}: {exc}); "
                 "re-create or re-download it"
             ) from exc
+        recorded = meta.get(DIGEST_KEY)
+        if recorded is not None and recorded != content_digest(state, meta):
+            raise CheckpointError(
+                f"{p}: corrupt: its weights or metadata do not match the checksum recorded "
+                "when it was written (a changed byte); re-create or re-download it"
+            )
     else:
         try:
             with warnings.catch_warnings():  # torch warns about unusual pickle protocols

@@ -24,6 +24,7 @@ __all__ = [
     "FINGERPRINT_NAME",
     "ResumeMismatchError",
     "check_resume",
+    "claim_folder",
     "fingerprint",
     "input_digest",
 ]
@@ -117,3 +118,42 @@ def check_resume(
         text = json.dumps({"command": command, "sha256": digest, "fields": fields}, indent=2)
         atomic_write_text(path, text + "\n")
     return False
+
+
+def claim_folder(
+    folder: str | os.PathLike[str],
+    fields: Mapping[str, Any],
+    *,
+    command: str,
+    inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    notify: Any = None,
+) -> Any:
+    """Take ``folder``'s run lock, then check (or store) the resume fingerprint.
+
+    The one call a resumable command makes before it writes into its output folder:
+    a folder another live process works in is refused at once
+    (:class:`~neuralign.io.runlock.RunLockedError`), and a folder holding a run started
+    with other ``fields`` or other ``inputs`` (files, compared by content hash) is refused
+    with :class:`ResumeMismatchError`; in both cases nothing is written.
+
+    Args:
+        folder: The output folder (created when new).
+        fields: Settings that determine the result (see :func:`check_resume`).
+        command: The command line's name, shown to a second process and in messages.
+        inputs: ``{name: path}`` of input files whose content determines the result.
+        notify: Where a "took over a stale lock" notice goes (default: a log warning).
+
+    Returns:
+        The held :class:`~neuralign.io.runlock.RunLock`; release it when done.
+    """
+    from neuralign.io.runlock import RunLock
+
+    lock = RunLock(folder, command, notify=notify).acquire()
+    try:
+        digests = {k: input_digest(p) for k, p in (inputs or {}).items()}
+        all_fields = {**fields, "inputs": digests} if digests else dict(fields)
+        check_resume(folder, all_fields, command=command)
+    except BaseException:
+        lock.release()
+        raise
+    return lock

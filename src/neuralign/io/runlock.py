@@ -142,14 +142,12 @@ class RunLock:
         if self._fd is not None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        if fcntl is not None:
-            try:
-                return self._acquire_flock()
-            except _NoFlock:
-                pass
+        if fcntl is not None and self._acquire_flock():
+            return self
         return self._acquire_excl()
 
-    def _acquire_flock(self) -> RunLock:
+    def _acquire_flock(self) -> bool:
+        """Take the lock with ``flock``; ``False`` if the file system does not support it."""
         assert fcntl is not None
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -159,7 +157,8 @@ class RunLock:
                 except OSError as exc:
                     if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                         raise self._refuse(lock_holder(self.folder)) from None
-                    raise _NoFlock() from exc
+                    os.close(fd)
+                    return False
                 # A releasing holder unlinks the file under the lock: if the name no longer
                 # points at what we locked, lock the new file instead.
                 try:
@@ -179,7 +178,7 @@ class RunLock:
                 os.close(fd)
                 raise
             self._fd = fd
-            return self
+            return True
 
     def _acquire_excl(self) -> RunLock:
         for _ in range(3):
@@ -234,10 +233,6 @@ class RunLock:
     def __del__(self) -> None:  # pragma: no cover - best effort
         with contextlib.suppress(Exception):
             self.release()
-
-
-class _NoFlock(Exception):
-    """``flock`` is not supported on this file system."""
 
 
 @contextlib.contextmanager

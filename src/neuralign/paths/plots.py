@@ -88,6 +88,19 @@ def plot_paths(
             mean = values.mean(axis=0)
             color = colors[idx % len(colors)]
             suffix = f" (n={len(group)})" if len(group) > 1 else ""
+            bad = ~np.isfinite(mean)
+            if bad.any():
+                # a diverged path: never a silent gap in the line (docs/reliability.md)
+                suffix += f" [NaN/Inf at {int(bad.sum())} of {len(ts)} points]"
+                ax.plot(
+                    ts[bad],
+                    np.zeros(int(bad.sum())),
+                    "x",
+                    color=color,
+                    ms=7,
+                    transform=ax.get_xaxis_transform(),
+                    clip_on=False,
+                )
             ax.plot(ts, mean, color=color, lw=1.8, label=f"{label}{suffix}")
             if len(group) > 1:
                 std = values.std(axis=0, ddof=1)

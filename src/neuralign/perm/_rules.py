@@ -32,7 +32,18 @@ from torch import fx, nn
 if TYPE_CHECKING:
     from neuralign.perm.trace import Walker
 
-__all__ = ["FIXED", "RULES", "Call", "Feat", "Param", "Rule", "Seg", "lookup_rule"]
+__all__ = [
+    "FIXED",
+    "RULES",
+    "Call",
+    "Feat",
+    "Heads",
+    "Param",
+    "Rule",
+    "Seg",
+    "Split",
+    "lookup_rule",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,41 @@ class Feat:
             start += s.width
 
 
+@dataclass(frozen=True)
+class Split:
+    """A tensor whose units are split into attention heads: axis ``head`` enumerates the
+    blocks (heads) of group ``gids[p]`` and axis ``dim`` the units within a head. A fused
+    q/k/v projection reshaped to ``(..., 3, heads, head_dim)`` has a ``part`` axis selecting
+    among ``gids`` (one group per part)."""
+
+    head: int
+    dim: int
+    gids_: tuple[int, ...]
+    part: int | None = None
+
+    def gids(self) -> list[int]:
+        """Group ids present."""
+        return list(self.gids_)
+
+    def moved(self, where: Callable[[int], int]) -> Split:
+        """The same layout with every axis mapped by ``where``."""
+        part = None if self.part is None else where(self.part)
+        return Split(where(self.head), where(self.dim), self.gids_, part)
+
+
+@dataclass(frozen=True)
+class Heads:
+    """Attention scores or probabilities: axis ``axis`` enumerates the heads (blocks) of
+    group ``gid``; no axis carries within-head units."""
+
+    axis: int
+    gid: int
+
+    def gids(self) -> list[int]:
+        """Group ids present."""
+        return [self.gid]
+
+
 class _Fixed:
     """Sentinel info: a tensor unchanged by every permutation of the spec."""
 
@@ -104,7 +150,7 @@ class Param:
         return self.dims[d] if 0 <= d < len(self.dims) else None
 
 
-Info = Any  # Feat | _Fixed | Param | tuple | None
+Info = Any  # Feat | Split | Heads | _Fixed | Param | tuple | None
 
 
 @dataclass
@@ -150,6 +196,8 @@ class Rule:
         modules: Module classes handled (``call_module``; subclasses match too).
         functions: Callables handled (``call_function``).
         methods: Tensor method names handled (``call_method``).
+        heads: Whether the handler understands tensors split into attention heads
+            (:class:`Split`, :class:`Heads`); other rules refuse them.
     """
 
     name: str
@@ -158,6 +206,7 @@ class Rule:
     modules: tuple[type[nn.Module], ...] = ()
     functions: tuple[Callable[..., Any], ...] = ()
     methods: tuple[str, ...] = ()
+    heads: bool = False
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -301,6 +350,28 @@ def _linear(w: Walker, call: Call) -> Info:
     return Feat(len(w.shape(node) or (0, 0)) - 1, (Seg(gid, out_f),))
 
 
+def _embedding(w: Walker, call: Call) -> Info:
+    """``nn.Embedding``: a lookup table whose columns are the output units."""
+    if call.module is not None:
+        weight = _module_key(w, call, "weight")
+        dim = int(getattr(call.module, "embedding_dim", 0))
+        name = call.prefix
+        idx = w.info(_first_tensor(w, call))
+    else:
+        ok, weight = _param_key(w, call, call.arg(1, "weight"))
+        wshape = w.shape(call.arg(1, "weight"))
+        if not ok or wshape is None:
+            return w.unsupported("its weight is computed, not a parameter")
+        dim = wshape[1]
+        name = weight[: -len(".weight")] if weight and weight.endswith(".weight") else "embedding"
+        idx = w.info(call.arg(0, "input"))
+    if isinstance(idx, (Feat, Split, Heads)):
+        return w.unsupported("its indices depend on permuted units")
+    gid = w.producer(weight, dim, name)
+    w.member(gid, weight, 1, 0, 1, dim)
+    return Feat(len(w.shape(call.node) or (0, 0)) - 1, (Seg(gid, dim),))
+
+
 def _norm_keys(w: Walker, call: Call) -> tuple[bool, list[str | None]]:
     if call.module is not None:
         names = ("weight", "bias", "running_mean", "running_var")
@@ -381,11 +452,22 @@ def _group_norm(w: Walker, call: Call) -> Info:
         w.pin(weight)
         w.pin(bias)
         return w.fixed_out()
-    if groups not in (1, x.width) or x.axis != 1:
-        return w.unsupported(
-            f"GroupNorm with {groups} groups of {x.width // max(groups, 1)} channels computes "
-            "statistics over fixed blocks of channels, so units may only move within a block"
-        )
+    if x.axis != 1:
+        return w.unsupported("its channel axis (dim 1) is not the permuted axis")
+    if groups not in (1, x.width):
+        # Statistics over fixed blocks of channels: a group's units may move block to block
+        # (whole blocks) and within a block (Wu & He 2018, GroupNorm) -- a structured group.
+        bs = x.width // groups
+        for start, seg in x.offsets():
+            if seg.gid is None:
+                continue
+            if seg.inner != 1 or start % bs or seg.size % bs:
+                w.freeze(
+                    [seg.gid],
+                    f"its units straddle the {groups} channel groups of GroupNorm %{call.node.name}",
+                )
+                continue
+            w.set_blocks(seg.gid, seg.size // bs, f"GroupNorm %{call.node.name}")
     _consume(w, x, weight, 0)
     _consume(w, x, bias, 0)
     return x
@@ -404,6 +486,9 @@ def _elementwise(w: Walker, call: Call) -> Info:
         return w.generic(call)
     rank = len(out_shape)
     operands = [a for a in node.all_input_nodes if w.shape(a) is not None]
+    split = [a for a in operands if isinstance(w.info(a), (Split, Heads))]
+    if split:
+        return _elementwise_heads(w, split, operands, rank)
     feats: list[Feat] = []
     others: list[tuple[Any, tuple[int, ...], int]] = []  # (info, shape, rank shift)
     for a in operands:
@@ -451,6 +536,271 @@ def _elementwise(w: Walker, call: Call) -> Info:
             w.freeze(base.gids(), f"a fixed tensor is combined with it in %{node.name}")
     w.set_kind("merge" if len(feats) > 1 else "act")
     return base
+
+
+def _elementwise_heads(w: Walker, split: list[fx.Node], operands: list[fx.Node], rank: int) -> Info:
+    """Scaling or masking attention scores / head-split activations: every other operand
+    must be constant along the head (and head-unit) axes."""
+    if len(split) > 1:
+        return w.unsupported("an elementwise op of two tensors split into attention heads")
+    x = w.info(split[0])
+    shift = rank - len(w.shape(split[0]) or ())
+    x = x.moved(lambda d: d + shift) if isinstance(x, Split) else Heads(x.axis + shift, x.gid)
+    axes = {x.head, x.dim} if isinstance(x, Split) else {x.axis}
+    if isinstance(x, Split) and x.part is not None:
+        axes.add(x.part)
+    for a in operands:
+        if a is split[0]:
+            continue
+        shape = w.shape(a) or ()
+        sh = rank - len(shape)
+        if any(d - sh >= 0 and shape[d - sh] != 1 for d in axes):
+            return w.unsupported("a tensor varying across attention heads is combined with it")
+        info = w.info(a)
+        if isinstance(info, Param):
+            w.pin(info.key)
+    w.set_kind("shape")
+    return x
+
+
+def _matmul(w: Walker, call: Call) -> Info:
+    """``q @ k.transpose(-2, -1)`` (scores: q and k share their head units) and
+    ``attn @ v`` (heads of the scores and of v move together)."""
+    a_node, b_node = call.arg(0, "input"), call.arg(1, "other")
+    a, b = w.info(a_node), w.info(b_node)
+    sa, sb, so = w.shape(a_node), w.shape(b_node), w.shape(call.node)
+    if not any(isinstance(i, (Feat, Split, Heads)) for i in (a, b)):
+        for i in (a, b):
+            if isinstance(i, Param):
+                w.pin(i.key)
+        return w.fixed_out()
+    if sa is None or sb is None or so is None or len(sa) < 3 or len(sb) < 3:
+        return w.unsupported("matmul of a permuted tensor (only attention products are known)")
+    ra, rb, ro = len(sa), len(sb), len(so)
+
+    def out_axis(d: int, r: int) -> int:
+        return d + ro - r
+
+    if (
+        # q: (..., heads, T, d) @ kT: (..., heads, d, S): contracts the head units.
+        isinstance(a, Split)
+        and isinstance(b, Split)
+        and a.part is None
+        and b.part is None
+        and a.dim == ra - 1
+        and b.dim == rb - 2
+        and out_axis(a.head, ra) == out_axis(b.head, rb) < ro - 2
+    ):
+        w.union(a.gids_[0], b.gids_[0])
+        return Heads(out_axis(a.head, ra), a.gids_[0])
+    if (
+        # attn: (..., heads, T, S) @ v: (..., heads, S, d)
+        isinstance(a, Heads)
+        and isinstance(b, Split)
+        and b.part is None
+        and b.dim == rb - 1
+        and out_axis(a.axis, ra) == out_axis(b.head, rb) < ro - 2
+    ):
+        w.link_blocks(a.gid, b.gids_[0])
+        return Split(out_axis(b.head, rb), ro - 1, b.gids_)
+    return w.unsupported("matmul of a permuted tensor (only attention products are known)")
+
+
+def _sdpa(w: Walker, call: Call) -> Info:
+    """``F.scaled_dot_product_attention(q, k, v)`` with q, k, v split into heads."""
+    q, k, v = (w.info(call.arg(i, n)) for i, n in enumerate(("query", "key", "value")))
+    mask = w.info(call.arg(3, "attn_mask"))
+    if isinstance(mask, (Feat, Split, Heads)):
+        return w.unsupported("its attention mask depends on permuted units")
+    ok = all(isinstance(t, Split) and t.part is None for t in (q, k, v))
+    shapes = [w.shape(call.arg(i, n)) for i, n in enumerate(("query", "key", "value"))]
+    if not ok or any(s is None for s in shapes):
+        return w.unsupported("scaled_dot_product_attention needs q, k, v split into heads")
+    rank = len(shapes[0] or ())
+    if any(t.dim != rank - 1 or t.head != rank - 3 for t in (q, k, v)):  # type: ignore[union-attr]
+        return w.unsupported("q, k, v must be laid out (..., heads, tokens, head_dim)")
+    w.union(q.gids_[0], k.gids_[0])  # type: ignore[union-attr]
+    w.link_blocks(q.gids_[0], v.gids_[0])  # type: ignore[union-attr]
+    return Split(rank - 3, rank - 1, v.gids_)  # type: ignore[union-attr]
+
+
+def _pieces(w: Walker, call: Call) -> Info:
+    """``chunk`` / ``split`` / ``unbind``: along a non-channel axis every piece keeps the
+    layout; along the channel axis (a fused qkv projection cut in three) the pieces take
+    the groups of their channels; ``unbind`` of a fused projection's part axis."""
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    shape = w.shape(xnode)
+    if shape is None:
+        return w.unsupported("unknown shapes") if isinstance(x, (Feat, Split, Heads)) else None
+    rank = len(shape)
+    target = call.node.target
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    if name == "unbind":
+        dim = int(call.arg(1, "dim", 0)) % rank
+        sizes = [1] * shape[dim]
+    else:
+        dim = int(call.arg(2, "dim", 0)) % rank
+        n = shape[dim]
+        arg = call.arg(1, "chunks" if name == "chunk" else "split_size_or_sections")
+        if name == "chunk":
+            step = -(-n // int(arg))
+            sizes = [min(step, n - i) for i in range(0, n, step)]
+        elif isinstance(arg, int):
+            sizes = [min(arg, n - i) for i in range(0, n, arg)]
+        else:
+            sizes = [int(v) for v in arg]
+
+    def drop(d: int) -> int:
+        return d - 1 if name == "unbind" and d > dim else d
+
+    if isinstance(x, Param):
+        w.pin(x.key)
+        return tuple(FIXED for _ in sizes)
+    if isinstance(x, Split):
+        if dim == x.part and name == "unbind":
+            return tuple(Split(drop(x.head), drop(x.dim), (g,)) for g in x.gids_)
+        if dim in (x.head, x.dim, x.part):
+            return w.unsupported("it cuts the attention-head axes")
+        return tuple(x.moved(drop) for _ in sizes)
+    if isinstance(x, Heads):
+        if dim == x.axis:
+            return w.unsupported("it cuts the attention-head axis")
+        return tuple(Heads(drop(x.axis), x.gid) for _ in sizes)
+    if not isinstance(x, Feat):
+        return tuple(x for _ in sizes)
+    if dim != x.axis:
+        return tuple(Feat(drop(x.axis), x.segs) for _ in sizes)
+    if name == "unbind" or any(s.inner != 1 for s in x.segs):
+        return w.unsupported("it cuts the permuted channel axis into single channels")
+    segs = list(x.segs)
+    if len(segs) == 1 and segs[0].gid is not None and len(set(sizes)) == 1 and len(sizes) > 1:
+        parts = w.split_group(segs[0].gid, len(sizes))
+        if parts is not None:
+            segs = [Seg(g, sizes[0]) for g in parts]
+    out: list[Info] = []
+    it = iter(segs)
+    for size in sizes:
+        piece: list[Seg] = []
+        while sum(s.size for s in piece) < size:
+            seg = next(it, None)
+            if seg is None:
+                break
+            piece.append(seg)
+        if sum(s.size for s in piece) != size:
+            return w.unsupported("it cuts the channel axis inside a group of units")
+        out.append(Feat(x.axis, tuple(piece)))
+    return tuple(out)
+
+
+def _mha(w: Walker, call: Call) -> Info:
+    """``nn.MultiheadAttention``: the residual-stream group enters the packed input
+    projection (q, k and v alike); the query/key units are one structured group (heads as
+    blocks, within-head units shared by q and k), the value units another, linked to it
+    (heads move together); the output projection starts a group (tied to the stream by the
+    residual add). Averaged attention weights are invariant."""
+    mod = call.module
+    assert mod is not None
+    p = call.prefix
+    e, h = int(mod.embed_dim), int(mod.num_heads)
+    q, k, v = (call.arg(i, n) for i, n in enumerate(("query", "key", "value")))
+    infos = [w.info(t) for t in (q, k, v)]
+    if not getattr(mod, "_qkv_same_embed_dim", True) or mod.bias_k is not None:
+        return w.unsupported("MultiheadAttention with kdim/vdim or add_bias_kv")
+    for t, info in zip((q, k, v), infos):
+        shape = w.shape(t) or ()
+        if isinstance(info, Feat) and info.axis != len(shape) - 1:
+            return w.unsupported("its inputs carry units on an axis other than the last")
+        if isinstance(info, (Split, Heads)):
+            return w.unsupported("its inputs are split into heads")
+    weight, bias = f"{p}.in_proj_weight", f"{p}.in_proj_bias"
+    bias_key = bias if w.has_key(bias) else None
+    for info in infos:
+        _consume(w, info, weight, 1)
+    qk = w.producer(f"{weight}#qk", e, f"{p}.qk")
+    val = w.producer(f"{weight}#v", e, f"{p}.v")
+    for start in (0, e):
+        w.member(qk, weight, 0, start, 1, e)
+        w.member(qk, bias_key, 0, start, 1, e)
+    w.member(val, weight, 0, 2 * e, 1, e)
+    w.member(val, bias_key, 0, 2 * e, 1, e)
+    out_w = f"{p}.out_proj.weight"
+    out_b = f"{p}.out_proj.bias"
+    w.member(val, out_w, 1, 0, 1, e)
+    w.proj_tap(qk, q, weight, 0, bias_key, e)
+    w.proj_tap(qk, k, weight, e, bias_key, e)
+    w.proj_tap(val, v, weight, 2 * e, bias_key, e)
+    w.set_blocks(qk, h, f"the heads of {p}")
+    w.set_blocks(val, h, f"the heads of {p}")
+    w.link_blocks(qk, val)
+    out = w.producer(out_w, e, f"{p}.out_proj")
+    w.member(out, out_w, 0, 0, 1, e)
+    w.member(out, out_b if w.has_key(out_b) else None, 0, 0, 1, e)
+    rank = len(w.shape(q) or (0, 0, 0))
+    average = call.arg(6, "average_attn_weights", True)
+    weights: Info = FIXED
+    if average is False and call.arg(4, "need_weights", True) is not False:
+        w.freeze([qk, val], f"per-head attention weights of {p} are returned")
+    return (Feat(rank - 1, (Seg(out, e),)), weights)
+
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def _rnn(w: Walker, call: Call) -> Info:
+    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: the hidden units of each layer and direction are
+    a group, permuted alike in every gate block of ``weight_ih``, ``weight_hh`` (rows and
+    columns) and both biases, and in the next layer's ``weight_ih`` columns."""
+    mod = call.module
+    assert mod is not None
+    p = call.prefix
+    gates = _GATES.get(str(getattr(mod, "mode", "")), 0)
+    if not gates or getattr(mod, "proj_size", 0):
+        return w.unsupported("recurrent layers with proj_size (or of an unknown kind)")
+    if call.arg(1, "hx") is not None:
+        return w.unsupported("an initial hidden state is passed in (only zeros are known)")
+    xnode = _first_tensor(w, call)
+    x = w.info(xnode)
+    rank = len(w.shape(xnode) or (0, 0, 0))
+    if isinstance(x, Feat) and (x.axis != rank - 1 or any(s.inner != 1 for s in x.segs)):
+        return w.unsupported("its input carries units on an axis other than the features")
+    hid, layers = int(mod.hidden_size), int(mod.num_layers)
+    dirs = 2 if mod.bidirectional else 1
+    prev: Info = x
+    for layer in range(layers):
+        outs = []
+        for d in range(dirs):
+            sfx = f"l{layer}{'_reverse' if d else ''}"
+            key = f"{p}.weight_hh_{sfx}"
+            gid = w.producer(key if w.has_key(key) else None, hid, f"{p}.{sfx}")
+            _consume(w, prev, f"{p}.weight_ih_{sfx}", 1)
+            w.member(gid, f"{p}.weight_hh_{sfx}", 1, 0, 1, hid)
+            for g in range(gates):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    k = f"{p}.{name}_{sfx}"
+                    if w.has_key(k):
+                        w.member(gid, k, 0, g * hid, 1, hid)
+            outs.append(Seg(gid, hid))
+        prev = Feat(rank - 1, tuple(outs))
+    out = prev
+    # h_n (and c_n): (layers * dirs, batch, hidden) stacks one group per slice
+    final: Info
+    if layers * dirs == 1:
+        assert isinstance(out, Feat)
+        final = Feat(len(w.shape(xnode) or (0, 0, 0)) - 1, out.segs)
+    else:
+        used = [
+            u
+            for u in call.node.users
+            if u.target is operator.getitem and u.args[1] == 1 and len(u.users) > 0
+        ]
+        if used:
+            return w.unsupported(
+                "the final state h_n of a multi-layer or bidirectional RNN stacks several "
+                "groups along one axis (read the output sequence instead)"
+            )
+        final = FIXED
+    return (out, (final, final) if gates == 4 else final)
 
 
 def _passthrough(w: Walker, call: Call) -> Info:
@@ -508,6 +858,8 @@ def _reshape(w: Walker, call: Call) -> Info:
     dst = w.shape(call.node)
     if isinstance(x, Param):
         return _param_view(w, x, src, dst)
+    if isinstance(x, (Split, Heads)):
+        return _reshape_heads(w, x, src, dst)
     if not isinstance(x, Feat):
         return w.fixed_out() if x is FIXED else x
     if src is None or dst is None:
@@ -531,8 +883,62 @@ def _reshape(w: Walker, call: Call) -> Info:
                 for k in range(b + 2, len(dst) + 1):
                     if math.prod(dst[b + 1 : k]) == f:
                         return Feat(b, tuple(Seg(s.gid, s.size, s.inner // f) for s in x.segs))
+    heads = _split_heads(w, x, src, dst)
+    if heads is not None:
+        return heads
     return w.unsupported(
         f"reshaping {tuple(src)} -> {tuple(dst)} splits or interleaves the channel axis {a}"
+    )
+
+
+def _split_heads(w: Walker, x: Feat, src: tuple[int, ...], dst: tuple[int, ...]) -> Info:
+    """``(..., E) -> (..., heads, head_dim)``: the units of one group split into heads (the
+    group becomes structured: heads move as blocks); ``(..., 3E) -> (..., 3, heads, d)``:
+    a fused q/k/v projection, whose group is split into one group per part first."""
+    a = x.axis
+    if len(x.segs) != 1 or x.segs[0].gid is None or x.segs[0].inner != 1:
+        return None
+    gid = x.segs[0].gid
+    pre = math.prod(src[:a])
+    rest = tuple(src[a + 1 :])
+    for b in range(len(dst)):
+        if math.prod(dst[:b]) != pre:
+            continue
+        for k in (2, 3):
+            if b + k > len(dst) or math.prod(dst[b : b + k]) != src[a]:
+                continue
+            if tuple(dst[b + k :]) != rest or any(n == 1 for n in dst[b : b + k]):
+                continue
+            if k == 2:
+                w.set_blocks(gid, dst[b], f"the head reshape %{w.node.name}")
+                return Split(b, b + 1, (gid,))
+            parts = w.split_group(gid, dst[b])
+            if parts is None:
+                return None
+            for g in parts:
+                w.set_blocks(g, dst[b + 1], f"the head reshape %{w.node.name}")
+            return Split(b + 1, b + 2, tuple(parts), part=b)
+    return None
+
+
+def _reshape_heads(
+    w: Walker, x: Split | Heads, src: tuple[int, ...] | None, dst: tuple[int, ...] | None
+) -> Info:
+    """Merging heads back, ``(..., heads, head_dim) -> (..., E)``; a no-op view."""
+    if src is None or dst is None:
+        return w.unsupported("unknown shapes")
+    if tuple(src) == tuple(dst):
+        return x
+    if isinstance(x, Split) and x.part is None and x.dim == x.head + 1:
+        h = x.head
+        pre = math.prod(src[:h])
+        n = src[h] * src[h + 1]
+        for b in range(len(dst)):
+            if math.prod(dst[:b]) == pre and dst[b] == n and tuple(dst[b + 1 :]) == src[h + 2 :]:
+                return Feat(b, (Seg(x.gids_[0], n),))
+    return w.unsupported(
+        f"reshaping {tuple(src)} -> {tuple(dst)} interleaves units of different blocks (heads) "
+        "of a split channel axis (a channel shuffle), or mixes them with other axes"
     )
 
 
@@ -581,7 +987,7 @@ def _permute_dims(w: Walker, call: Call) -> Info:
     """``permute`` / ``transpose`` move the channel axis (channels-last LayerNorm blocks)."""
     xnode = _first_tensor(w, call)
     x = w.info(xnode)
-    if not isinstance(x, (Feat, Param)):
+    if not isinstance(x, (Feat, Param, Split, Heads)):
         return x
     shape = w.shape(xnode)
     if shape is None:
@@ -606,6 +1012,10 @@ def _permute_dims(w: Walker, call: Call) -> Info:
     if isinstance(x, Param):
         pdims = x.dims if x.dims is not None else tuple(range(rank))
         return Param(x.key, tuple(pdims[o] for o in order))
+    if isinstance(x, Split):
+        return x.moved(order.index)
+    if isinstance(x, Heads):
+        return Heads(order.index(x.axis), x.gid)
     return Feat(order.index(x.axis), x.segs)
 
 
@@ -674,6 +1084,8 @@ def _getitem(w: Walker, call: Call) -> Info:
     idx = call.node.args[1]
     x = w.info(src)
     if isinstance(x, tuple):
+        if isinstance(src, fx.Node) and src.op == "call_module" and isinstance(x[0], Feat):
+            w.set_kind("producer")  # the output sequence of a recurrent layer: a tap
         return x[idx] if isinstance(idx, int) else w.generic(call)
     if x is None or x is FIXED:
         return x
@@ -693,6 +1105,8 @@ def _getitem(w: Walker, call: Call) -> Info:
             w.pin(x.key)
             return w.fixed_out()
         return Param(x.key, tuple(dims[d] if d is not None else None for d in imap))
+    if isinstance(x, (Split, Heads)):
+        return _getitem_heads(w, x, items, shape)
     if not isinstance(x, Feat):
         return w.generic(call)
     if shape is None:
@@ -704,6 +1118,33 @@ def _getitem(w: Walker, call: Call) -> Info:
         if d == x.axis and it != slice(None):
             return w.unsupported("it selects or slices units of the permuted channel axis")
     return Feat(imap.index(x.axis), x.segs)
+
+
+def _getitem_heads(
+    w: Walker, x: Split | Heads, items: tuple[Any, ...], shape: tuple[int, ...] | None
+) -> Info:
+    """Indexing a head-split tensor: ``qkv[0]`` picks a part; other dims index freely."""
+    if shape is None:
+        return w.unsupported("unknown shapes")
+    imap = _index_map(items, len(shape))
+    if imap is None:
+        return w.unsupported("advanced indexing of a tensor split into attention heads")
+    keep = {x.head, x.dim} if isinstance(x, Split) else {x.axis}
+    part = x.part if isinstance(x, Split) else None
+    gids = x.gids_ if isinstance(x, Split) else ()
+    for d, it in _consumed(items, len(shape)):
+        if d in keep and it != slice(None):
+            return w.unsupported("it selects or slices attention heads or head units")
+        if d == part:
+            if not isinstance(it, int):
+                return w.unsupported("it slices the q/k/v parts of a fused projection")
+            gids = (gids[it],)
+            part = None
+    if isinstance(x, Heads):
+        return Heads(imap.index(x.axis), x.gid)
+    return Split(
+        imap.index(x.head), imap.index(x.dim), gids, None if part is None else imap.index(part)
+    )
 
 
 def _consumed(items: tuple[Any, ...], rank: int) -> list[tuple[int, Any]]:
@@ -819,7 +1260,10 @@ def _getattr(w: Walker, call: Call) -> Info:
     if w.shape(call.node) is None:
         return None
     src = w.info(call.node.args[0])
-    if isinstance(src, Feat) or (isinstance(src, tuple) and any(isinstance(s, Feat) for s in src)):
+    carried = (Feat, Split, Heads)
+    if isinstance(src, carried) or (
+        isinstance(src, tuple) and any(isinstance(s, carried) for s in src)
+    ):
         return w.unsupported(f"attribute {call.node.args[1]!r} of a permuted tensor")
     return w.fixed_out()
 
@@ -928,6 +1372,7 @@ _ACT_METHODS = (
     "div_",
     "maximum",
     "minimum",
+    "masked_fill",
 )
 
 #: The op table. One row per op kind; order does not matter except that the first row
@@ -955,6 +1400,7 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule("linear", "producer", _linear, modules=(nn.Linear,), functions=(F.linear,)),
+    Rule("embedding", "producer", _embedding, modules=(nn.Embedding,), functions=(F.embedding,)),
     Rule(
         "batch/instance norm",
         "norm",
@@ -971,6 +1417,32 @@ RULES: tuple[Rule, ...] = (
         modules=_ACT_MODULES,
         functions=_ACT_FUNCTIONS,
         methods=_ACT_METHODS,
+        heads=True,
+    ),
+    Rule("multi-head attention", "producer", _mha, modules=(nn.MultiheadAttention,)),
+    Rule("recurrent layer", "producer", _rnn, modules=(nn.LSTM, nn.GRU, nn.RNN)),
+    Rule(
+        "matmul (attention products)",
+        "shape",
+        _matmul,
+        functions=(operator.matmul, torch.matmul, torch.bmm),
+        methods=("matmul", "bmm"),
+        heads=True,
+    ),
+    Rule(
+        "scaled dot-product attention",
+        "shape",
+        _sdpa,
+        functions=(F.scaled_dot_product_attention,),
+        heads=True,
+    ),
+    Rule(
+        "chunk / split / unbind",
+        "shape",
+        _pieces,
+        functions=(torch.chunk, torch.split, torch.unbind),
+        methods=("chunk", "split", "unbind"),
+        heads=True,
     ),
     Rule(
         "pooling",
@@ -1019,6 +1491,7 @@ RULES: tuple[Rule, ...] = (
         ),
         functions=(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout),
         methods=("contiguous", "clone", "detach", "float", "double", "half", "to", "type_as"),
+        heads=True,
     ),
     Rule(
         "softmax",
@@ -1027,6 +1500,7 @@ RULES: tuple[Rule, ...] = (
         modules=(nn.Softmax, nn.LogSoftmax),
         functions=(F.softmax, F.log_softmax, torch.softmax, torch.log_softmax),
         methods=("softmax", "log_softmax"),
+        heads=True,
     ),
     Rule(
         "reduction",
@@ -1042,6 +1516,7 @@ RULES: tuple[Rule, ...] = (
         modules=(nn.Flatten, nn.Unflatten),
         functions=(torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.unflatten),
         methods=("view", "reshape", "flatten", "squeeze", "unsqueeze", "unflatten"),
+        heads=True,
     ),
     Rule(
         "permute / transpose",
@@ -1049,6 +1524,7 @@ RULES: tuple[Rule, ...] = (
         _permute_dims,
         functions=(torch.permute, torch.transpose, torch.swapaxes),
         methods=("permute", "transpose", "swapaxes"),
+        heads=True,
     ),
     Rule("cat", "shape", _cat, functions=(torch.cat, torch.concat, torch.concatenate)),
     Rule(
@@ -1092,7 +1568,7 @@ RULES: tuple[Rule, ...] = (
         modules=(nn.PixelShuffle, nn.PixelUnshuffle),
         functions=(F.pixel_shuffle, F.pixel_unshuffle, torch.pixel_shuffle, torch.pixel_unshuffle),
     ),
-    Rule("getitem", "shape", _getitem, functions=(operator.getitem,)),
+    Rule("getitem", "shape", _getitem, functions=(operator.getitem,), heads=True),
     Rule(
         "constant of a tensor's shape",
         "meta",
@@ -1100,8 +1576,8 @@ RULES: tuple[Rule, ...] = (
         functions=(torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like),
         methods=("new_zeros", "new_ones", "new_full", "new_empty"),
     ),
-    Rule("attribute", "meta", _getattr, functions=(getattr,)),
-    Rule("size / dim", "meta", _meta, methods=("size", "dim", "numel")),
+    Rule("attribute", "meta", _getattr, functions=(getattr,), heads=True),
+    Rule("size / dim", "meta", _meta, methods=("size", "dim", "numel"), heads=True),
 )
 
 _BY_FUNCTION: dict[Any, Rule] = {f: r for r in RULES for f in r.functions}

@@ -22,7 +22,7 @@ from neuralign.errors import NeuralignError
 from neuralign.io.atomic import atomic_write_text
 from neuralign.perm.spec import PermutationSpec
 
-__all__ = ["Permutation", "PermutationError"]
+__all__ = ["Permutation", "PermutationError", "block_permutation", "structured"]
 
 _FORMAT = "neuralign.permutation"
 
@@ -68,9 +68,21 @@ class Permutation:
         """A uniformly random permutation of every group (``torch.Generator`` seeded with
         ``seed``; groups drawn in spec order, so the result is reproducible)."""
         gen = torch.Generator().manual_seed(seed)
-        return cls(
-            {g.name: torch.randperm(g.size, generator=gen) for g in spec.groups.values()}, spec
-        )
+        perms: dict[str, torch.Tensor] = {}
+        outer: dict[str, torch.Tensor] = {}  # block permutation per link
+        for g in spec.groups.values():
+            if g.blocks == 1:
+                perms[g.name] = torch.randperm(g.size, generator=gen)
+                continue
+            if g.link is not None and g.link in outer:
+                pi = outer[g.link]
+            else:
+                pi = torch.randperm(g.blocks, generator=gen)
+                if g.link is not None:
+                    outer[g.link] = pi
+            within = [torch.randperm(g.block_size, generator=gen) for _ in range(g.blocks)]
+            perms[g.name] = structured(pi, within)
+        return cls(perms, spec)
 
     # ------------------------------------------------------------------ algebra
     def inverse(self) -> Permutation:
@@ -107,19 +119,37 @@ class Permutation:
         return all(torch.equal(p, torch.arange(p.numel())) for p in self.perms.values())
 
     def check(self, spec: PermutationSpec) -> None:
-        """Check that every group of the permutation exists in ``spec`` with the same size.
+        """Check that every group of the permutation exists in ``spec`` with the same size,
+        and that structured groups are permuted block to block (linked groups alike).
 
         Raises:
             PermutationError: Naming the first mismatch.
         """
+        outer: dict[str, tuple[str, torch.Tensor]] = {}
         for k, p in self.perms.items():
             if k not in spec.groups:
                 raise PermutationError(f"group {k!r} is not in the spec")
-            if p.numel() != spec.groups[k].size:
+            g = spec.groups[k]
+            if p.numel() != g.size:
                 raise PermutationError(
-                    f"group {k!r}: permutation of {p.numel()} units, spec says "
-                    f"{spec.groups[k].size}"
+                    f"group {k!r}: permutation of {p.numel()} units, spec says {g.size}"
                 )
+            if g.blocks == 1:
+                continue
+            pi = block_permutation(p, g.blocks)
+            if pi is None:
+                raise PermutationError(
+                    f"group {k!r} is made of {g.blocks} blocks of {g.block_size} units "
+                    "(GroupNorm groups, attention heads) and its permutation does not map "
+                    "whole blocks to blocks"
+                )
+            if g.link is not None:
+                first = outer.setdefault(g.link, (k, pi))
+                if not torch.equal(first[1], pi):
+                    raise PermutationError(
+                        f"groups {first[0]!r} and {k!r} are linked ({g.link!r}) but their "
+                        "block permutations differ"
+                    )
 
     def matrices(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         """One-hot matrices ``M[i, perm[i]] = 1`` (so ``M @ old`` applies the permutation)."""
@@ -168,3 +198,20 @@ class Permutation:
         """Read a file written by :meth:`save`."""
         with open(path, encoding="utf-8") as fh:
             return cls.from_json(fh.read())
+
+
+def structured(pi: torch.Tensor, within: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """The permutation of ``len(pi) * s`` units that puts old block ``pi[j]`` at block ``j``,
+    reordered by ``within[j]``: ``p[j*s + r] = pi[j]*s + within[j][r]``."""
+    w = torch.stack(list(within)) if not isinstance(within, torch.Tensor) else within
+    s = w.shape[1]
+    return (pi.to(torch.int64)[:, None] * s + w.to(torch.int64)).reshape(-1)
+
+
+def block_permutation(p: torch.Tensor, blocks: int) -> torch.Tensor | None:
+    """The block permutation of a structured permutation (``None`` if ``p`` splits a block)."""
+    s = p.numel() // blocks
+    src = p.view(blocks, s) // s
+    if not bool((src == src[:, :1]).all()):
+        return None
+    return src[:, 0].clone()

@@ -91,6 +91,12 @@ class Tap:
         dim: Channel dimension of the tapped tensor (1 for ``(N, C, ...)`` tensors).
         mode: ``"eval"`` or ``"train"``: the mode in which the model was traced (the graphs
             differ when ``forward`` branches on ``self.training``, e.g. auxiliary heads).
+        proj: For units computed inside an opaque module (the query/key/value units of
+            ``nn.MultiheadAttention``): the state-dict key of a weight matrix; the tapped
+            values are then ``F.linear(x, W[proj_start:proj_start+size], b[...])`` of the
+            node's output ``x`` (with the model's own weights), units on the last dim.
+        proj_start: First row of ``proj`` (and of ``proj_bias``).
+        proj_bias: State-dict key of the bias of that projection, if any.
     """
 
     node: str
@@ -101,11 +107,30 @@ class Tap:
     pre_module: str | None = None
     dim: int = 1
     mode: str = "eval"
+    proj: str | None = None
+    proj_start: int = 0
+    proj_bias: str | None = None
+
+    def read(self, value: torch.Tensor, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The group's units from the tapped node's value (``state``: the model's state
+        dict, for projection taps)."""
+        if self.proj is not None:
+            rows = slice(self.proj_start, self.proj_start + self.size)
+            bias = state[self.proj_bias][rows] if self.proj_bias else None
+            return torch.nn.functional.linear(value, state[self.proj][rows], bias)
+        return value.narrow(self.dim, self.start, self.size)
 
 
 @dataclass(frozen=True)
 class Group:
     """A permutation group: ``size`` units permuted together on every member axis.
+
+    A *structured* group (``blocks > 1``) is split into ``blocks`` consecutive blocks of
+    ``size // blocks`` units and only admits permutations that map whole blocks to blocks
+    (a block permutation times one permutation within each block): the channels of a
+    GroupNorm, the dimensions of attention heads. Groups with the same ``link`` share their
+    block permutation (the heads of one attention layer move together in its query/key and
+    value groups).
 
     Attributes:
         name: Human-readable name derived from the producing layer
@@ -113,12 +138,21 @@ class Group:
         size: Number of units.
         members: The state-dict axes the group permutes, in forward order.
         taps: Where the group's unit activations can be read (may be empty).
+        blocks: Number of blocks (1: any permutation).
+        link: Name shared by groups whose block permutations must be equal.
     """
 
     name: str
     size: int
     members: tuple[AxisMember, ...]
     taps: tuple[Tap, ...] = ()
+    blocks: int = 1
+    link: str | None = None
+
+    @property
+    def block_size(self) -> int:
+        """Units per block."""
+        return self.size // self.blocks
 
 
 @dataclass
@@ -143,6 +177,8 @@ class PermutationSpec:
         *,
         state_dict: Mapping[str, torch.Tensor] | None = None,
         sizes: Mapping[str, int] | None = None,
+        blocks: Mapping[str, int] | None = None,
+        links: Mapping[str, str] | None = None,
     ) -> PermutationSpec:
         """Build a spec by hand from ``{group: [(key, axis[, start[, inner]]), ...]}``.
 
@@ -162,6 +198,8 @@ class PermutationSpec:
             axes: Members of each group, in forward order.
             state_dict: Used to infer group sizes not given in ``sizes``.
             sizes: Explicit group sizes.
+            blocks: Block structure of structured groups (see :class:`Group`).
+            links: Link names of groups sharing their block permutation.
 
         Returns:
             The spec (taps empty).
@@ -189,8 +227,16 @@ class PermutationSpec:
                     raise SpecError(f"cannot infer the size of group {name!r}: {exc}") from exc
             else:
                 raise SpecError(f"group {name!r}: pass sizes= or state_dict= to give its size")
-            groups[name] = Group(name, size, tuple(members))
-        return cls(groups)
+            groups[name] = Group(
+                name,
+                size,
+                tuple(members),
+                blocks=int((blocks or {}).get(name, 1)),
+                link=(links or {}).get(name),
+            )
+        spec = cls(groups)
+        spec.check_structure()
+        return spec
 
     # ------------------------------------------------------------------ queries
     def __iter__(self) -> Iterator[Group]:
@@ -226,7 +272,7 @@ class PermutationSpec:
             return False
         for name, g in self.groups.items():
             h = other.groups[name]
-            if g.size != h.size or set(g.members) != set(h.members):
+            if g.size != h.size or set(g.members) != set(h.members) or g.blocks != h.blocks:
                 return False
         return True
 
@@ -241,6 +287,7 @@ class PermutationSpec:
             SpecError: Naming the first group and member that do not fit.
         """
         claimed: dict[tuple[str, int], list[tuple[int, int, str]]] = {}
+        self.check_structure()
         for g in self.groups.values():
             if g.size < 1:
                 raise SpecError(f"group {g.name!r} has size {g.size}; sizes must be >= 1")
@@ -271,6 +318,42 @@ class PermutationSpec:
                         )
                 claimed.setdefault((m.key, axis), []).append((m.start, end, g.name))
 
+    def check_structure(self) -> None:
+        """Check block structures: ``blocks`` divides ``size``; linked groups agree on the
+        number of blocks.
+
+        Raises:
+            SpecError: Naming the group.
+        """
+        links: dict[str, tuple[str, int]] = {}
+        for g in self.groups.values():
+            if g.blocks < 1 or g.size % g.blocks:
+                raise SpecError(
+                    f"group {g.name!r}: {g.blocks} blocks do not divide its {g.size} units"
+                )
+            if g.link is not None:
+                first = links.setdefault(g.link, (g.name, g.blocks))
+                if first[1] != g.blocks:
+                    raise SpecError(
+                        f"groups {first[0]!r} and {g.name!r} share link {g.link!r} but have "
+                        f"{first[1]} and {g.blocks} blocks"
+                    )
+
+    def families(self) -> list[list[str]]:
+        """Groups whose permutations are chosen together: each linked set, and every other
+        group alone (in spec order)."""
+        out: list[list[str]] = []
+        index: dict[str, int] = {}
+        for g in self.groups.values():
+            if g.link is None:
+                out.append([g.name])
+            elif g.link in index:
+                out[index[g.link]].append(g.name)
+            else:
+                index[g.link] = len(out)
+                out.append([g.name])
+        return out
+
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (groups as an ordered list)."""
@@ -285,6 +368,8 @@ class PermutationSpec:
                         {"key": m.key, "axis": m.axis, "start": m.start, "inner": m.inner}
                         for m in g.members
                     ],
+                    **({"blocks": g.blocks} if g.blocks != 1 else {}),
+                    **({"link": g.link} if g.link is not None else {}),
                     "taps": [
                         {
                             "node": t.node,
@@ -295,6 +380,15 @@ class PermutationSpec:
                             "pre_module": t.pre_module,
                             "dim": t.dim,
                             "mode": t.mode,
+                            **(
+                                {
+                                    "proj": t.proj,
+                                    "proj_start": t.proj_start,
+                                    "proj_bias": t.proj_bias,
+                                }
+                                if t.proj is not None
+                                else {}
+                            ),
                         }
                         for t in g.taps
                     ],
@@ -335,11 +429,17 @@ class PermutationSpec:
                         _record(Tap, t, f"tap of group {name!r}")
                         for t in _typed(g.get("taps", []), list, f"group {name!r} taps")
                     ),
+                    blocks=_typed(g.get("blocks", 1), int, f"group {name!r} blocks"),
+                    link=None
+                    if g.get("link") is None
+                    else _typed(g["link"], str, f"group {name!r} link"),
                 )
             meta = _typed(data.get("meta", {}), dict, "meta")
         except KeyError as exc:
             raise SpecError(f"malformed permutation spec: missing field {exc}") from None
-        return cls(groups, dict(meta))
+        spec = cls(groups, dict(meta))
+        spec.check_structure()
+        return spec
 
     def to_json(self, indent: int | None = 1) -> str:
         """Serialise to a JSON string."""
@@ -444,7 +544,12 @@ def format_spec_table(spec: PermutationSpec, max_members: int | None = 6) -> str
         The table, one line per group, with a header and a total line.
     """
     rows = [
-        (g.name, str(g.size), str(len(g.members)), _join(map(str, g.members), max_members))
+        (
+            g.name,
+            str(g.size) if g.blocks == 1 else f"{g.size}={g.blocks}x{g.block_size}",
+            str(len(g.members)),
+            _join(map(str, g.members), max_members),
+        )
         for g in spec.groups.values()
     ]
     header = ("group", "size", "#members", "members")

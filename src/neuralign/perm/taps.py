@@ -45,6 +45,8 @@ class _Program:
     graph: fx.Graph
     # (group, output slot, start, size, dim) per tap, in spec order
     slices: list[tuple[str, int, int, int, int]]
+    taps: list[Tap]
+    proj: bool
 
 
 class ActivationTap:
@@ -90,6 +92,7 @@ class ActivationTap:
             return self._programs[mode]
         wanted: list[str] = []
         slices: list[tuple[str, int, int, int, int]] = []
+        taps: list[Tap] = []
         for name in self.groups:
             for tap in self.spec.groups[name].taps:
                 if tap.mode != mode:
@@ -98,6 +101,7 @@ class ActivationTap:
                 if node not in wanted:
                     wanted.append(node)
                 slices.append((name, wanted.index(node), tap.start, tap.size, tap.dim))
+                taps.append(tap)
         restore = _mode_setter(self.model, mode == "train")
         try:
             graph = trace_model(self.model, self.spec.meta.get("leaf_modules", ()))
@@ -119,7 +123,7 @@ class ActivationTap:
             if n.op not in ("placeholder", "output") and not n.users:
                 graph.erase_node(n)
         graph.lint()
-        prog = _Program(graph, slices)
+        prog = _Program(graph, slices, taps, any(t.proj is not None for t in taps))
         self._programs[mode] = prog
         return prog
 
@@ -132,8 +136,13 @@ class ActivationTap:
         with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
             outs = fx.Interpreter(self.model, graph=prog.graph).run(*inputs)
         result: dict[str, list[torch.Tensor]] = {}
-        for name, slot, start, size, dim in prog.slices:
-            result.setdefault(name, []).append(outs[slot].narrow(dim, start, size))
+        state = self.model.state_dict() if prog.proj else {}
+        for (name, slot, start, size, dim), tap in zip(prog.slices, prog.taps):
+            if tap.proj is not None:
+                value = tap.read(outs[slot], state)
+                result.setdefault(name, []).append(value.movedim(-1, 1))
+            else:
+                result.setdefault(name, []).append(outs[slot].narrow(dim, start, size))
         return result
 
 

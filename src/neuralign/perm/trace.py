@@ -28,7 +28,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from neuralign.errors import ConfigError, UnsupportedOpError
-from neuralign.perm._rules import FIXED, Call, Feat, Info, Param, lookup_rule
+from neuralign.perm._rules import FIXED, Call, Feat, Heads, Info, Param, Seg, Split, lookup_rule
 from neuralign.perm.spec import AxisMember, Group, PermutationSpec, Tap, coverage
 from neuralign.perm.verify import verify_spec
 
@@ -183,6 +183,8 @@ class _GraphRecord:
     graph: fx.Graph
     infos: dict[fx.Node, Info] = field(default_factory=dict)
     kinds: dict[fx.Node, str] = field(default_factory=dict)
+    # (group, input node, weight key, first row, bias key, units): projection taps
+    proj_taps: list[tuple[int, fx.Node, str, int, str | None, int]] = field(default_factory=list)
 
 
 class Walker:
@@ -205,12 +207,16 @@ class Walker:
         self.parent: list[int] = []
         self.gsize: list[int] = []
         self.gname: list[str] = []
+        self.gblocks: list[int] = []  # block structure (GroupNorm, heads); 1: none
+        self.block_links: list[tuple[int, int]] = []  # groups sharing a block permutation
         self.producers: dict[str, int] = {}
         # (key, axis) -> list of [start, inner, size, gid]
         self.claims: dict[tuple[str, int], list[tuple[int, int, int, int]]] = {}
         self.pins: list[tuple[str, int | None, int, int]] = []
         self.hard: dict[int, str] = {}
         self.unsupported_ops: list[_Unsupported] = []
+        self.dead: set[int] = set()  # groups replaced by their parts (split_group)
+        self.splits: dict[int, list[int]] = {}
         # modules with parameters that no rule knows (their parameters stay unpermuted)
         self.opaque: dict[str, str] = {}
         self._rec: _GraphRecord | None = None
@@ -232,8 +238,83 @@ class Walker:
         if self.gsize[ra] != self.gsize[rb]:
             self.freeze([ra, rb], "tied groups of different sizes")
             return
+        ba, bb = self.gblocks[ra], self.gblocks[rb]
         lo, hi = min(ra, rb), max(ra, rb)
         self.parent[hi] = lo
+        if ba != bb and 1 not in (ba, bb):
+            self.freeze([lo], f"tied groups with different block structures ({ba} and {bb})")
+        self.gblocks[lo] = max(ba, bb)
+
+    def set_blocks(self, g: int, blocks: int, why: str) -> None:
+        """Restrict group ``g`` to permutations mapping ``blocks`` consecutive blocks of
+        units to blocks (``why`` names the op, for the freeze reason on a conflict)."""
+        r = self.find(g)
+        if blocks <= 1 or self.gblocks[r] == blocks:
+            return
+        if self.gblocks[r] != 1:
+            self.freeze([r], f"{why} needs {blocks} blocks, another op {self.gblocks[r]}")
+            return
+        self.gblocks[r] = blocks
+
+    def split_group(self, g: int, parts: int) -> list[int] | None:
+        """Split a fresh group (one producer, nothing tied to it yet: a fused q/k/v
+        projection) into ``parts`` consecutive groups; ``None`` if it cannot be split."""
+        r = self.find(g)
+        size = self.gsize[r]
+        n = size // parts
+        if r in self.splits:  # the same layer seen again (another mode's graph)
+            new = self.splits[r]
+            if len(new) != parts:
+                return None
+            self._rewrite_split(r, new, n)
+            return new
+        if size % parts or self.gblocks[r] != 1 or r in self.hard:
+            return None
+        if any(self.find(h) == r for h in range(len(self.parent)) if h != r):
+            return None
+        new = []
+        for i in range(parts):
+            h = len(self.parent)
+            self.parent.append(h)
+            self.gsize.append(n)
+            self.gname.append(f"{self.gname[r]}.{'qkv'[i] if parts == 3 else i}")
+            self.gblocks.append(1)
+            new.append(h)
+        for slot in self.claims.values():
+            for s, i, sz, gid in list(slot):
+                if self.find(gid) == r:
+                    assert sz == size
+                    slot.remove((s, i, sz, gid))
+                    slot.extend((s + k * n * i, i, n, new[k]) for k in range(parts))
+        self.dead.add(r)
+        self.splits[r] = new
+        self._rewrite_split(r, new, n)
+        return new
+
+    def _rewrite_split(self, r: int, new: list[int], n: int) -> None:
+        """Earlier tensors of this graph that carry the whole group now carry its parts."""
+        assert self._rec is not None
+        for node, info in list(self._rec.infos.items()):
+            if isinstance(info, Feat) and r in [self.find(x) for x in info.gids()]:
+                segs: list[Seg] = []
+                for seg in info.segs:
+                    if seg.gid is not None and self.find(seg.gid) == r:
+                        segs.extend(Seg(h, n, seg.inner) for h in new)
+                    else:
+                        segs.append(seg)
+                self._rec.infos[node] = Feat(info.axis, tuple(segs))
+
+    def proj_tap(
+        self, gid: int, node: Any, weight: str, row: int, bias: str | None, size: int
+    ) -> None:
+        """Tap group ``gid`` as ``F.linear(node, weight[row:row+size], bias[...])``."""
+        assert self._rec is not None
+        if isinstance(node, fx.Node):
+            self._rec.proj_taps.append((gid, node, weight, row, bias, size))
+
+    def link_blocks(self, a: int, b: int) -> None:
+        """Groups ``a`` and ``b`` (same number of blocks) share their block permutation."""
+        self.block_links.append((a, b))
 
     def freeze(self, gids: Iterable[int], reason: str) -> None:
         """Leave groups unpermuted (sound whatever happens to them)."""
@@ -283,6 +364,7 @@ class Walker:
         self.parent.append(g)
         self.gsize.append(size)
         self.gname.append(name)
+        self.gblocks.append(1)
         if key is not None:
             self.producers[key] = g
         else:
@@ -295,6 +377,12 @@ class Walker:
         """Record that indices of ``key``'s ``axis`` belong to group ``gid`` (``None``:
         they must never be permuted)."""
         if key is None:
+            return
+        if gid is not None and self.find(gid) in self.splits and size == self.gsize[gid]:
+            parts = self.splits[self.find(gid)]
+            n = size // len(parts)
+            for i, h in enumerate(parts):
+                self.member(h, key, axis, start + i * n * inner, inner, n)
             return
         for k in self.aliases.get(key, [key]):
             if gid is None:
@@ -319,7 +407,7 @@ class Walker:
             self.pins.append((k, axis, 0, 1 << 62))
 
     def _gids_in(self, info: Info) -> list[int]:
-        if isinstance(info, Feat):
+        if isinstance(info, (Feat, Split, Heads)):
             return info.gids()
         if isinstance(info, (tuple, list)):
             return [g for x in info for g in self._gids_in(x)]
@@ -383,8 +471,13 @@ class Walker:
             else:
                 rule = lookup_rule(node, module)
                 call = Call(node, module)
+                heads = any(isinstance(self.info(a), (Split, Heads)) for a in node.all_input_nodes)
                 if rule is None:
                     info = self.generic(call)
+                elif heads and not rule.heads:
+                    info = self.unsupported(
+                        f"{rule.name} of a tensor split into attention heads is not supported"
+                    )
                 else:
                     kind = rule.kind
                     rec.kinds[node] = kind
@@ -409,9 +502,11 @@ class Walker:
         residual stream, a shared layer) after the prefix most of them share + ".residual"."""
         prods: dict[int, list[str]] = {r: [] for r in roots}
         for g in range(len(self.parent)):
-            prods[self.find(g)].append(self.gname[g])
+            if self.find(g) in prods:
+                prods[self.find(g)].append(self.gname[g])
         names: dict[int, str] = {}
         used: Counter[str] = Counter()
+        linked = {self.find(g) for pair in self.block_links for g in pair}
         for r in roots:
             ps = prods[r]
             if len(ps) == 1:
@@ -428,7 +523,8 @@ class Walker:
                         break
                     prefix = best
                     depth += 1
-                base = f"{prefix or ps[0]}.residual"
+                # q and k projections share their units: "<attention>.qk"
+                base = f"{prefix or ps[0]}.{'qk' if r in linked else 'residual'}"
             used[base] += 1
             names[r] = base if used[base] == 1 else f"{base}#{used[base]}"
         return names
@@ -436,7 +532,7 @@ class Walker:
     def build(self, records: list[_GraphRecord], freeze: Sequence[str]) -> PermutationSpec:
         """Resolve unions and freezes into a :class:`PermutationSpec`."""
         self._resolve_pins()
-        roots = sorted({self.find(g) for g in range(len(self.parent))})
+        roots = sorted({self.find(g) for g in range(len(self.parent))} - self.dead)
         names = self._names(roots)
         by_name = {v: k for k, v in names.items()}
         unknown = [n for n in freeze if n not in by_name]
@@ -476,14 +572,63 @@ class Walker:
                     if m not in members[r]:
                         members[r].append(m)
         taps = self._taps(records, set(kept))
+        links = self._links(set(kept), frozen, names, reasons)
+        kept = [r for r in kept if r not in reasons]
         groups: dict[str, Group] = {}
         for r in kept:
-            groups[names[r]] = Group(names[r], self.gsize[r], tuple(members[r]), tuple(taps[r]))
+            groups[names[r]] = Group(
+                names[r],
+                self.gsize[r],
+                tuple(members[r]),
+                tuple(taps[r]),
+                blocks=self.gblocks[r],
+                link=links.get(r),
+            )
         spec = PermutationSpec(groups)
-        spec.meta["frozen"] = {names[r]: reasons[r] for r in roots if r in frozen}
-        spec.meta["frozen_sizes"] = {names[r]: self.gsize[r] for r in roots if r in frozen}
+        spec.meta["frozen"] = {names[r]: reasons[r] for r in roots if r in reasons}
+        spec.meta["frozen_sizes"] = {names[r]: self.gsize[r] for r in roots if r in reasons}
         spec.meta["opaque_modules"] = dict(self.opaque)
         return spec
+
+    def _links(
+        self, kept: set[int], frozen: set[int], names: dict[int, str], reasons: dict[int, str]
+    ) -> dict[int, str]:
+        """Link labels of groups sharing a block permutation (named after the first). A
+        linked set with a frozen member, or whose members disagree on the number of blocks,
+        is frozen whole (its block permutation cannot move)."""
+        parent: dict[int, int] = {}
+
+        def find(x: int) -> int:
+            parent.setdefault(x, x)
+            while parent[x] != x:
+                x = parent[x]
+            return x
+
+        for a, b in self.block_links:
+            ra, rb = find(self.find(a)), find(self.find(b))
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+        sets: dict[int, list[int]] = {}
+        for g in parent:
+            sets.setdefault(find(g), []).append(g)
+        out: dict[int, str] = {}
+        for members in sets.values():
+            members = sorted(members)
+            blocks = {self.gblocks[g] for g in members}
+            bad = [g for g in members if g in frozen or g not in kept]
+            if bad or len(blocks) != 1:
+                why = (
+                    f"linked to frozen group {names[bad[0]]}"
+                    if bad
+                    else "linked groups disagree on their blocks"
+                )
+                for g in members:
+                    if g not in frozen and g in kept:
+                        reasons.setdefault(g, why)
+                continue
+            for g in members:
+                out[g] = names[members[0]]
+        return out
 
     def _taps(self, records: list[_GraphRecord], kept: set[int]) -> dict[int, list[Tap]]:
         """Place taps: a node carrying a group is a tap when it holds fresh unit values (a
@@ -495,6 +640,24 @@ class Walker:
         """
         taps: dict[int, list[Tap]] = {r: [] for r in kept}
         for rec in records:
+            for gid, node, weight, row, bias, size in rec.proj_taps:
+                r = self.find(gid)
+                if r in kept:
+                    taps[r].append(
+                        Tap(
+                            node=node.name,
+                            module=str(node.target) if node.op == "call_module" else None,
+                            start=0,
+                            size=size,
+                            pre_node=node.name,
+                            pre_module=str(node.target) if node.op == "call_module" else None,
+                            dim=len(self.shape(node) or (0, 0)) - 1,
+                            mode=rec.mode,
+                            proj=weight,
+                            proj_start=row,
+                            proj_bias=bias,
+                        )
+                    )
             for node, info in rec.infos.items():
                 kind = rec.kinds.get(node, "other")
                 if not isinstance(info, Feat) or kind not in _VALUE_KINDS:

@@ -76,10 +76,18 @@ def _nontrivial(spec: PermutationSpec, seed: int) -> Permutation:
     perm = Permutation.random(spec, seed)
     perms = {}
     for name, p in perm.perms.items():
+        g = spec.groups[name]
         if p.numel() > 1 and torch.equal(p, torch.arange(p.numel())):
-            p = p.roll(1)  # a random draw may be the identity: avoid a vacuous check
+            # A random draw may be the identity: avoid a vacuous check. A structured group
+            # is reordered within its first block (its block permutation may be linked).
+            s = g.block_size
+            if g.blocks == 1:
+                p = p.roll(1)
+            elif s > 1:
+                p = p.clone()
+                p[:s] = p[:s].roll(1)
         perms[name] = p
-    return Permutation(perms)
+    return Permutation(perms, spec)
 
 
 class _Runner:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from neuralign.io.checkpoint import (
 )
 from neuralign.optim.runner import amp_autocast, run_epochs
 from neuralign.optim.schedules import lr_at
+from neuralign.training.batches import UserBatches, as_user_batches
 from neuralign.training.evaluate import evaluate_model
 from neuralign.training.losses import classification_loss
 
@@ -109,8 +110,8 @@ def _parallel_model(model: nn.Module, device: torch.device, compile: bool) -> nn
 
 def train_model(
     model: nn.Module,
-    train_data: Dataset,
-    test_data: Dataset | None = None,
+    train_data: Dataset | Iterable[Any],
+    test_data: Dataset | Iterable[Any] | None = None,
     config: TrainConfig | None = None,
     *,
     out_dir: str | Path | None = None,
@@ -133,8 +134,10 @@ def train_model(
 
     Args:
         model: the network (from :func:`neuralign.create_model` or any module).
-        train_data: training set; batches are augmented per ``config.augment``.
-        test_data: evaluated after every epoch when given.
+        train_data: training set; batches are augmented per ``config.augment``. Or any
+            re-iterable of ``(x, y)`` batches, e.g. a ``torch.utils.data.DataLoader``
+            (see :mod:`neuralign.training.batches`: your loader then shuffles and augments).
+        test_data: evaluated after every epoch when given (a Dataset or batches).
         config: hyper-parameters (:class:`TrainConfig`).
         out_dir: when given, ``model.safetensors`` (weights + metadata), ``trainer.pt``
             (optimizer and RNG state) and ``metrics.jsonl`` are written there after every
@@ -145,15 +148,22 @@ def train_model(
         metadata: extra JSON metadata stored in the checkpoint (dataset name, ...).
 
     Returns:
-        A :class:`TrainResult` with the per-epoch history.
+        A :class:`TrainResult` with the per-epoch history. The model is left in the
+        train/eval mode it came in.
     """
     cfg = config or TrainConfig()
     cfg.validate()
-    check_training_data(train_data)
-    check_model_fits_data(model, train_data)
-    if test_data is not None:
-        check_model_fits_data(model, test_data)
     dev = select_device(device)
+    was_training = model.training
+    user_train = as_user_batches(train_data, dev, "train_data")
+    user_test = as_user_batches(test_data, dev, "test_data") if test_data is not None else None
+    if user_train is None:
+        check_training_data(train_data)
+        check_model_fits_data(model, train_data)
+    elif dist_.world_size() > 1:
+        raise ConfigError("distributed training needs a neuralign Dataset, not your own batches")
+    if test_data is not None and user_test is None:
+        check_model_fits_data(model, test_data)
     use_amp = cfg.amp and dev.type == "cuda"
     model.to(dev)
     if use_amp:
@@ -168,7 +178,7 @@ def train_model(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
-    loader = TensorLoader(
+    loader: TensorLoader | UserBatches = user_train or TensorLoader(
         train_data,
         batch_size=cfg.batch_size // world,
         shuffle=True,
@@ -179,7 +189,7 @@ def train_model(
         rank=dist_.rank(),
         world_size=world,
     )
-    test_loader = (
+    test_loader: TensorLoader | UserBatches | None = user_test or (
         TensorLoader(test_data, batch_size=max(256, cfg.batch_size), device=dev)
         if test_data is not None
         else None
@@ -291,7 +301,7 @@ def train_model(
         result.test_loss, result.test_acc = evaluate_model(model, test_loader, device=dev)
     if out and ckpt:
         result.checkpoint = ckpt
-    model.eval()
+    model.train(was_training)
     return result
 
 

@@ -1,0 +1,148 @@
+"""`neuralign plane`: the loss/accuracy plane through a curve's control points."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from neuralign.cli.app import cli
+from neuralign.cli.common import DataSource, check_fits
+from neuralign.cli.options import (
+    dataset_options,
+    default,
+    device_option,
+    json_option,
+    param_default,
+    progress_option,
+)
+from neuralign.data.recipes import BN_MODES
+from neuralign.experiment.config import EvalConfig
+from neuralign.paths import evaluate_plane
+
+
+@cli.command("plane")
+@click.argument("curve_dir", type=click.Path())
+@dataset_options
+@click.option(
+    "--grid",
+    type=click.IntRange(min=3),
+    default=default(EvalConfig, "plane_grid"),
+    show_default=True,
+    help="Grid points per side of the plane.",
+)
+@click.option(
+    "--margin",
+    type=click.FloatRange(min=0),
+    default=param_default(evaluate_plane, "margin"),
+    show_default=True,
+    help="Margin around the curve, relative to its extent.",
+)
+@click.option(
+    "--bn-mode",
+    type=click.Choice(list(BN_MODES)),
+    default=default(EvalConfig, "bn_mode"),
+    show_default=True,
+    help="BatchNorm statistics at each grid point.",
+)
+@click.option(
+    "--bn-subset",
+    type=click.IntRange(min=1),
+    default=default(EvalConfig, "bn_subset"),
+    show_default=True,
+    help="Images of the BN subset (train-subset mode).",
+)
+@click.option(
+    "--test-subset",
+    type=click.IntRange(min=0),
+    default=default(EvalConfig, "plane_test_subset"),
+    show_default=True,
+    help="Class-balanced test images per grid point (0 = all).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=default(EvalConfig, "batch_size"),
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for plane.json and the figures (default: CURVE_DIR).",
+)
+@device_option
+@progress_option
+@json_option
+def plane_cmd(
+    curve_dir: str,
+    data: DataSource,
+    grid: int,
+    margin: float,
+    bn_mode: str,
+    bn_subset: int,
+    test_subset: int,
+    batch_size: int,
+    out: str | None,
+    device: str,
+    progress: bool,
+    as_json: bool,
+) -> None:
+    """Evaluate test loss and accuracy on the plane through a curve's endpoints and first bend.
+
+    Writes plane.json (the PlaneResult) and the figures plane-loss.{png,pdf} and
+    plane-error.{png,pdf} (test loss, test error) with the curve and its control points.
+    """
+    from neuralign.curves import Curve
+    from neuralign.data import balanced_subset, bn_loader, make_loader
+    from neuralign.device import select_device
+    from neuralign.paths import plot_plane
+
+    p = Path(curve_dir)
+    file = p / "curve.safetensors" if p.is_dir() else p
+    if not file.is_file():
+        raise click.UsageError(f"no curve found at {file} (give a `neuralign curve --out` folder)")
+    dev = select_device(device)
+    curve = Curve.load(file).to(dev)
+    train = data.load("train")
+    test = data.load("test")
+    check_fits(curve.model, test, str(file))
+    if test_subset and test_subset < len(test):
+        test = balanced_subset(test, n=test_subset, seed=0)
+    folder = Path(out) if out else (p if p.is_dir() else p.parent)
+    plane = evaluate_plane(
+        curve,
+        make_loader(test, batch_size, device=dev),
+        grid=(grid, grid),
+        margin=margin,
+        bn_data=bn_loader(train, bn_mode, subset=bn_subset, batch_size=batch_size, device=dev),
+        bn_mode=bn_mode,
+        device=dev,
+        progress=progress,
+        metadata={"curve": str(file), "dataset": data.dataset},
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = plane.save(folder / "plane.json")
+    figures = []
+    for metric, stem in (("test_loss", "plane-loss"), ("test_error", "plane-error")):
+        for suffix in (".png", ".pdf"):
+            figures.append(str(plot_plane(plane, folder / f"{stem}{suffix}", metric=metric)))
+    best = min(min(row) for row in plane.test_loss)
+    top = max(max(row) for row in plane.test_acc)
+    if as_json:
+        summary = {
+            "plane": str(json_path),
+            "figures": figures,
+            "grid": grid,
+            "min_test_loss": best,
+            "max_test_accuracy": top,
+            "off_plane": plane.off_plane,
+        }
+        click.echo(json.dumps(summary))
+        return
+    click.echo(
+        f"plane {grid}x{grid}: min test loss {best:.4f}, max test acc {top:.2f}%, "
+        f"curve off the plane by {plane.off_plane:.3g}"
+    )
+    click.echo(f"plane written to {json_path}; figures {', '.join(figures)}")
