@@ -52,7 +52,7 @@ class ModelConfig:
 
 @dataclass
 class EndpointConfig:
-    """Endpoint training (METHOD.md §3): SGD with momentum, lr × gamma every lr_step epochs."""
+    """Endpoint training (docs/method.md, Endpoint training): SGD with momentum, lr × gamma every lr_step epochs."""
 
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # consecutive seeds form pairs
     epochs: int = 250  # training epochs per endpoint
@@ -66,7 +66,7 @@ class EndpointConfig:
 
 @dataclass
 class AlignConfig:
-    """Alignment data (METHOD.md §2.1)."""
+    """Alignment data (Tatro et al. 2020; docs/method.md, Alignment)."""
 
     subset_fraction: float = 0.2  # class-balanced fraction of the training set (paper: 20%)
     subset_size: int = 0  # if > 0: this many images instead of subset_fraction
@@ -94,21 +94,21 @@ class CurveConfig(CurveTrainConfig):
 
 @dataclass
 class EvalConfig:
-    """Evaluation along paths (METHOD.md §5)."""
+    """Evaluation along paths (docs/method.md, Evaluating a path)."""
 
     points: int = 65  # equally spaced t in [0, 1]
     bn_mode: str = "train-subset"  # train-subset | train-full-augmented | none
     bn_subset: int = 5000  # images of the class-balanced BN subset (train-subset mode)
     train_metrics: bool = False  # also measure training loss/accuracy at every t
     plane: bool = True  # evaluate the plane through θ₁, P∘θ₂ and the Bezier midpoint
-    plane_grid: int = 11  # grid points per side of the plane figure
+    plane_grid: int = 21  # grid points per side of the plane figure (as Garipov et al. 2018)
     plane_test_subset: int = 2000  # class-balanced test images per plane grid point (0 = all)
     batch_size: int = 256  # evaluation batch size (small batches are faster on CPU caches)
 
 
 @dataclass
 class RobustConfig:
-    """Adversarial robustness along paths (METHOD.md §6; Tatro et al. 2020, §5)."""
+    """Adversarial robustness along paths (Tatro et al. 2020; docs/method.md, Robustness)."""
 
     enabled: bool = False  # robust endpoints, robust curves and clean+robust path evaluation
     eps: float = 8 / 255  # L∞ PGD radius in [0, 1] pixel units (CIFAR 8/255, TinyImageNet 4/255)
