@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from neuralign.cli.options import (
     dataset_options,
     default,
     device_option,
+    json_option,
     progress_option,
     sgd_option,
 )
@@ -55,6 +57,7 @@ from neuralign.pamopt import PAMConfig
 )
 @device_option
 @progress_option
+@json_option
 def curve_cmd(
     model_a: str,
     model_b: str,
@@ -67,6 +70,7 @@ def curve_cmd(
     out: str,
     device: str,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Train a Bezier curve or polygonal chain between two checkpoints (resumable)."""
     from neuralign.curves import train_curve
@@ -97,6 +101,10 @@ def curve_cmd(
         seed=loader.seed,
     )
     last = res.history[-1] if res.history else {}
+    if as_json:
+        summary = {"kind": kind, "bends": bends, "epochs": epochs, "history": res.history}
+        click.echo(json.dumps({**summary, "out": str(Path(out) / "curve.safetensors")}))
+        return
     click.echo(
         f"{kind} curve ({bends} bends) trained for {epochs} epochs: final train loss "
         f"{last.get('loss', float('nan')):.4f} -> {Path(out) / 'curve.safetensors'}"

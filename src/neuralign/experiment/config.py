@@ -114,7 +114,7 @@ class EvalConfig:
     bn_subset: int = 5000  # images of the class-balanced BN subset (train-subset mode)
     train_metrics: bool = False  # also measure training loss/accuracy at every t
     plane: bool = True  # evaluate the plane through θ₁, P∘θ₂ and the Bezier midpoint
-    plane_grid: int = 11  # grid points per side of the plane figure
+    plane_grid: int = 21  # grid points per side of the plane figure (as Garipov et al. 2018)
     plane_test_subset: int = 2000  # class-balanced test images per plane grid point (0 = all)
     batch_size: int = 256  # evaluation batch size (small batches are faster on CPU caches)
 
