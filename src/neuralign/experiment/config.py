@@ -63,7 +63,7 @@ class ModelConfig:
 
 @dataclass
 class EndpointConfig:
-    """Endpoint training (METHOD.md §3): SGD with momentum, lr × gamma every lr_step epochs."""
+    """Endpoint training (docs/method.md, Endpoint training): SGD with momentum, lr × gamma every lr_step epochs."""
 
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # consecutive seeds form pairs
     epochs: int = _TRAIN.epochs  # training epochs per endpoint
@@ -77,7 +77,7 @@ class EndpointConfig:
 
 @dataclass
 class AlignConfig:
-    """Alignment data (METHOD.md §2.1)."""
+    """Alignment data (Tatro et al. 2020; docs/method.md, Alignment)."""
 
     subset_fraction: float = _arg_default(align, "subset_fraction")  # of the train set (paper: 20%)
     subset_size: int = 0  # if > 0: this many images instead of subset_fraction
@@ -105,7 +105,7 @@ class CurveConfig(CurveTrainConfig):
 
 @dataclass
 class EvalConfig:
-    """Evaluation along paths (METHOD.md §5)."""
+    """Evaluation along paths (docs/method.md, Evaluating a path)."""
 
     points: int = _arg_default(evaluate_path, "ts")  # equally spaced t in [0, 1]
     bn_mode: str = _arg_default(
@@ -121,7 +121,7 @@ class EvalConfig:
 
 @dataclass
 class RobustConfig:
-    """Adversarial robustness along paths (METHOD.md §6; Tatro et al. 2020, §5)."""
+    """Adversarial robustness along paths (Tatro et al. 2020; docs/method.md, Robustness)."""
 
     enabled: bool = False  # robust endpoints, robust curves and clean+robust path evaluation
     eps: float = 8 / 255  # L∞ PGD radius in [0, 1] pixel units (CIFAR 8/255, TinyImageNet 4/255)
