@@ -17,14 +17,13 @@ from neuralign.curves import CurveTrainConfig
 from neuralign.data import TensorLoader, load_dataset
 from neuralign.errors import CheckpointError, ConfigError
 from neuralign.models import create_model
-from neuralign.pamopt import PAMConfig
+from neuralign.pamopt import PAMConfig, changed_fraction, pam
 from neuralign.pamopt.birkhoff import (
     birkhoff_decomposition,
     constraint_violation,
     project_doubly_stochastic,
     round_to_permutation,
 )
-from neuralign.pamopt.core import changed_fraction, pam
 from neuralign.perm import Permutation, PermutationSpec, apply_permutation, discover_spec
 from neuralign.training import TrainConfig, train_model
 

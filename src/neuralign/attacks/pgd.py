@@ -17,7 +17,7 @@ and the step direction :math:`s` is :math:`\\mathrm{sign}(g)` for the
 :math:`\\ell_\\infty` attack and :math:`g / \\lVert g \\rVert_2` for the :math:`\\ell_2`
 attack. Tatro et al. (2020), "Optimizing Mode Connectivity via Neuron Alignment", §5, use
 the :math:`\\ell_\\infty` attack to train robust endpoints and robust curves and to measure
-the robust loss along paths (METHOD.md §6).
+the robust loss along paths (docs/method.md, Robustness).
 
 Models take pixels in :math:`[0, 1]` and normalise internally, so the attack works directly
 in pixel space. A model can be attacked at any point of a curve by passing the point's state
@@ -52,7 +52,7 @@ _RANGE_TOL = 1e-6  # inputs outside [0, 1] by more than this are rejected
 
 @dataclass(frozen=True)
 class PGDPreset:
-    """Published attack settings (METHOD.md §6)."""
+    """Published attack settings (docs/method.md, Robustness)."""
 
     eps: float  # radius of the L∞ ball in [0, 1] pixel units
     alpha: float  # step size
@@ -368,7 +368,7 @@ def _attack_mapping(
 class AdversarialBatches:
     """Re-iterable ``(x_adv, y)`` batches: PGD examples crafted on the fly from ``data``.
 
-    Use it to align robust endpoints on adversarial inputs (METHOD.md §6): correlation
+    Use it to align robust endpoints on adversarial inputs (docs/method.md, Robustness): correlation
     alignment needs *the same* inputs fed to both networks, so the examples are crafted
     against one network (``model``, by convention endpoint A — the reference of the
     alignment) and then shown to both. Every iteration reseeds the random start from
