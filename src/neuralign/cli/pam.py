@@ -9,7 +9,13 @@ from typing import Any
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import DataSource, TrainArgs, check_fits, claim_out, echo_table, load_pair
+from neuralign.cli.common import (
+    DataSource,
+    TrainArgs,
+    claim_out,
+    echo_table,
+    pair_and_train,
+)
 from neuralign.cli.options import (
     curve_sgd_options,
     dataset_options,
@@ -19,7 +25,7 @@ from neuralign.cli.options import (
     progress_option,
 )
 from neuralign.curves import CurveTrainConfig
-from neuralign.experiment.config import AlignConfig
+from neuralign.experiment import AlignConfig
 from neuralign.pamopt import PAMConfig
 
 
@@ -111,15 +117,11 @@ def pam_cmd(
     """
     from neuralign.attacks import alignment_batches
     from neuralign.data import alignment_subset, make_loader
-    from neuralign.device import select_device
     from neuralign.io import save_checkpoint
     from neuralign.pamopt import pam as run_pam
     from neuralign.pamopt import scoring_subset
 
-    dev = select_device(device)
-    a, b = load_pair(model_a, model_b, dev)
-    train = data.load("train")
-    check_fits(a, train, model_a)
+    dev, a, b, train = pair_and_train(model_a, model_b, data, device)
     train = loader.subset(train)
     seed = loader.seed
     cfg = PAMConfig(

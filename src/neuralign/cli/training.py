@@ -19,7 +19,7 @@ from neuralign.cli.options import (
     progress_option,
     sgd_option,
 )
-from neuralign.experiment.config import EvalConfig, ModelConfig
+from neuralign.experiment import EvalConfig, ModelConfig
 from neuralign.training import TrainConfig
 
 
