@@ -375,7 +375,7 @@ def test_default_budget_moves_pam_and_logs_per_group(
     assert planted.correct(res.permutation) > planted.correct(Permutation.identity(planted.spec))
     assert len(step.candidates) > 2  # Birkhoff samples were scored (32 by default)
     assert "Hungarian changed" in caplog.text
-    assert "did not leave the starting permutation" not in caplog.text
+    assert "did not move" not in caplog.text
 
 
 def test_warns_when_the_relaxed_matrices_do_not_move(
@@ -386,7 +386,7 @@ def test_warns_when_the_relaxed_matrices_do_not_move(
         res = pam(planted.a, planted.b, planted.loader(), cfg, spec=planted.spec, progress=False)
     assert res.changed_units == 0.0
     assert all(f == 0 for f in res.steps[0].hungarian_changed.values())
-    assert "did not leave the starting permutation" in caplog.text
+    assert "did not move" in caplog.text
 
 
 def test_rounding_keeps_the_start_only_when_it_scores_best() -> None:
