@@ -203,3 +203,25 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
 
 def _not_a_module(num_classes: int = 10) -> str:
     return "a string"
+
+
+def test_json_output_of_eval_align_interpolate(
+    digits_npz: Path, endpoints: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = map(str, endpoints[:2])
+    data = ["--dataset", str(digits_npz), "--device", "cpu"]
+    capsys.readouterr()
+    assert main(["eval", a, *data]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy" in text and not text.lstrip().startswith("{")
+    assert main(["eval", a, *data, "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["split"] == "test" and 0 <= ev["accuracy"] <= 100
+    out = tmp_path / "al.safetensors"
+    assert main(["align", a, b, *data, "--no-progress", "--out", str(out), "--json"]) == 0
+    al = json.loads(capsys.readouterr().out)
+    assert al["out"] == str(out) and al["groups"] and out.is_file()
+    args = ["interpolate", a, str(out), *data, "--points", "3", "--no-progress", "--json"]
+    assert main(args) == 0
+    path = json.loads(capsys.readouterr().out)
+    assert path["ts"] == [0.0, 0.5, 1.0] and len(path["test_acc"]) == 3  # BN recomputed at t

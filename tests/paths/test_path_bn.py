@@ -149,3 +149,36 @@ def test_model_without_bn_is_passed_through() -> None:
     state = model.state_dict()
     out = recompute_bn(model, state, [])
     assert out == state and out is not state
+
+
+def test_fast_and_fallback_paths_agree_and_restore_momentum() -> None:
+    # Stock BatchNorm layers hand over their own batch moments (momentum=1 on zeroed
+    # buffers); a subclass with its own forward is measured by a pre-hook instead. Both give
+    # the directly computed statistics, and the momenta come back.
+
+    class OwnForwardBN(nn.BatchNorm2d):
+        def forward(self, x: Tensor) -> Tensor:
+            return super().forward(x)
+
+    model, _ = make_pair(ConvBN)
+    model.bn.momentum = 0.3
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["bn.running_var"].fill_(float("inf"))  # must not leak into the momentum=1 update
+    x, y = _data(80, seed=6)
+    batches = _uneven(x, y, [30, 11, 39])
+    fast = recompute_bn(model, state, batches)
+    assert model.bn.momentum == 0.3
+    odd = ConvBN()
+    odd.bn = OwnForwardBN(odd.bn.num_features)
+    odd.load_state_dict(model.state_dict())
+    slow = recompute_bn(odd, state, batches)
+    with torch.no_grad():
+        h = model.conv(x).double()
+    for new in (fast, slow):
+        assert torch.allclose(
+            new["bn.running_mean"].double(), h.mean((0, 2, 3)), rtol=1e-5, atol=1e-6
+        )
+        assert torch.allclose(
+            new["bn.running_var"].double(), h.var((0, 2, 3)), rtol=1e-5, atol=1e-6
+        )
+    assert torch.isinf(state["bn.running_var"]).all()  # the input state is untouched

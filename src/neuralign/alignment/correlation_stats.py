@@ -19,9 +19,48 @@ so that dead (constant) units give 0, never NaN.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 
 EPS = 1e-5
+
+# Scratch buffers for the shifted (units × samples) copies, reused across batches and taps
+# while a workspace is active (see :func:`scratch_buffers`): a fresh multi-megabyte buffer
+# per tap and batch costs page faults on CPU that are a visible part of the alignment pass.
+_WORKSPACE: contextvars.ContextVar[dict[tuple[object, ...], torch.Tensor] | None] = (
+    contextvars.ContextVar("neuralign_correlation_workspace", default=None)
+)
+
+
+@contextlib.contextmanager
+def scratch_buffers(workspace: dict[tuple[object, ...], torch.Tensor]) -> Iterator[None]:
+    """Let :meth:`CrossCorrelation.update` reuse the buffers of ``workspace`` in this block.
+
+    The buffers are only used inside one ``update`` call, so one buffer per shape serves
+    every tap; the owner of ``workspace`` (the lock-step runner of one alignment pass) frees
+    them when it is dropped.
+    """
+    token = _WORKSPACE.set(workspace)
+    try:
+        yield
+    finally:
+        _WORKSPACE.reset(token)
+
+
+def _scratch(
+    slot: int, shape: torch.Size, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    ws = _WORKSPACE.get()
+    if ws is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    key = (slot, tuple(shape), dtype, device)
+    buf = ws.get(key)
+    if buf is None:
+        buf = ws[key] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
 
 
 def units_as_rows(t: torch.Tensor) -> torch.Tensor:
@@ -32,11 +71,13 @@ def units_as_rows(t: torch.Tensor) -> torch.Tensor:
     return t.movedim(1, -1).reshape(-1, n)
 
 
-def _units_by_samples(t: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _units_by_samples(
+    t: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype, slot: int = 0
+) -> torch.Tensor:
     """``(t − shift)`` laid out as a contiguous ``(n, samples)`` matrix, in one pass."""
     n = t.shape[1]
     src = t.reshape(t.shape[0], n, -1).transpose(0, 1)  # (n, N, S) view
-    out = torch.empty(src.shape, dtype=dtype, device=t.device)
+    out = _scratch(slot, src.shape, dtype, t.device)
     torch.sub(src.to(dtype) if t.dtype != dtype else src, shift.to(dtype)[:, None, None], out=out)
     return out.view(n, -1)
 
@@ -79,8 +120,8 @@ class CrossCorrelation:
             dims = [0, *range(2, a.ndim)]
             self.shift_x = a.detach().mean(dims).double()
             self.shift_y = b.detach().mean(dims).double()
-        x = _units_by_samples(a.detach(), self.shift_x, self.batch_dtype)
-        y = _units_by_samples(b.detach(), self.shift_y, self.batch_dtype)
+        x = _units_by_samples(a.detach(), self.shift_x, self.batch_dtype, 0)
+        y = _units_by_samples(b.detach(), self.shift_y, self.batch_dtype, 1)
         self.count += x.shape[1]
         self.s_x += x.sum(1).double()
         self.s_y += y.sum(1).double()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from neuralign.cli.options import (
     dataset_options,
     default,
     device_option,
+    json_option,
     param_default,
     progress_option,
     sgd_option,
@@ -143,6 +145,7 @@ def _print_alignment(res: Any) -> None:
 @attack_options
 @device_option
 @progress_option
+@json_option
 def align_cmd(
     model_a: str,
     model_b: str,
@@ -157,6 +160,7 @@ def align_cmd(
     attack: dict[str, Any],
     device: str,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Permute MODEL_B's hidden units to match MODEL_A's; write the aligned model."""
     from neuralign.alignment.plot import plot_correlation
@@ -192,17 +196,25 @@ def align_cmd(
         seed=seed,
         progress=progress,
     )
-    _print_alignment(res)
+    if not as_json:
+        _print_alignment(res)
     meta = read_metadata(model_b)
     meta.pop("arch", None)
     meta.update({"aligned_to": str(model_a), "alignment_method": method, "align_on": align_on})
     save_checkpoint(out, res.aligned_b, meta)
     res.permutation.save(perm_path)
+    if plot:
+        groups = [g for g in res.spec.groups if g in res.correlation_before]
+        plot_correlation(groups, res.correlation_before, res.correlation_after, plot)
+    if as_json:
+        summary: dict[str, Any] = {"method": method, "out": out, "permutation": str(perm_path)}
+        summary["plot"] = plot
+        summary.update({"num_images": res.num_images, "seconds": res.seconds})
+        click.echo(json.dumps({**summary, "groups": res.table(), "objective": res.objective}))
+        return
     click.echo(
         f"{method} alignment on {res.num_images} images in {res.seconds:.1f}s -> {out} "
         f"(permutation: {perm_path})"
     )
     if plot:
-        groups = [g for g in res.spec.groups if g in res.correlation_before]
-        plot_correlation(groups, res.correlation_before, res.correlation_after, plot)
         click.echo(f"figure written to {plot}")

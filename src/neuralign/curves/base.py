@@ -568,3 +568,23 @@ class Curve(nn.Module):
                 for i, key in enumerate(interp):
                     curve._bend_tensor(k, i).copy_(tensors[f"bend{k}/{key}"])
         return curve
+
+
+def curve_families() -> tuple[str, ...]:
+    """Names of the registered curve families (every imported :class:`Curve` subclass that
+    sets ``family``), e.g. ``("bezier", "polychain", "line")``."""
+    return tuple(Curve._registry)
+
+
+def curve_family(name: str) -> type[Curve]:
+    """The :class:`Curve` subclass registered as ``name``.
+
+    Raises:
+        ConfigError: For an unknown family.
+    """
+    try:
+        return Curve._registry[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown curve family {name!r}; choose from {', '.join(curve_families())}"
+        ) from None

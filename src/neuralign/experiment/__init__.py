@@ -14,6 +14,7 @@ from neuralign.experiment.config import (
 )
 from neuralign.experiment.pipeline import STAGES, Experiment, run_experiment
 from neuralign.experiment.report import write_report
+from neuralign.experiment.rundir import RunDir
 
 __all__ = [
     "STAGES",
@@ -26,6 +27,7 @@ __all__ = [
     "ExperimentConfig",
     "ModelConfig",
     "RobustConfig",
+    "RunDir",
     "load_config",
     "parse_config",
     "run_experiment",

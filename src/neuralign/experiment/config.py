@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neuralign.curves import curve_families
 from neuralign.curves.config import CurveTrainConfig
 from neuralign.errors import ConfigError
 from neuralign.optim.schedules import SCHEDULES
@@ -172,7 +173,7 @@ class ExperimentConfig:
         return json.dumps(d, sort_keys=True)
 
 
-KINDS = ("line", "bezier", "polychain")
+KINDS = curve_families()  # line, bezier, polychain and any registered curve family
 VARIANTS = ("unaligned", "correlation", "weight", "pam-unaligned", "pam-aligned")
 PAM_VARIANTS = ("pam-unaligned", "pam-aligned")
 BN_MODES = ("train-subset", "train-full-augmented", "none")

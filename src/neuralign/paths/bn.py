@@ -89,6 +89,29 @@ class _PooledMoments:
         self.m2 = self.m2 + m2 + delta.pow(2) * (self.count * count / total)
         self.count = total
 
+    def add_batch(self, n: int, mean: Tensor, var_unbiased: Tensor) -> None:
+        """Fold in one batch of ``n`` values per channel given its mean and unbiased variance."""
+        if n == 0:
+            return
+        acc = torch.float32 if mean.device.type == "mps" else torch.float64
+        m2 = var_unbiased.to(acc) * (n - 1) if n > 1 else torch.zeros_like(mean, dtype=acc)
+        self.merge_(n, mean.to(acc), m2)
+
+
+def _reads_own_stats(module: _BatchNorm) -> bool:
+    """Whether ``module`` is a stock BatchNorm whose train-mode forward honours ``momentum``.
+
+    For those, running BatchNorm with ``momentum=1`` leaves in its running buffers exactly the
+    batch mean and unbiased batch variance it normalised with (ATen accumulates them in
+    double on CPU), so the statistics come out of BatchNorm's own reduction: no second pass
+    over the layer's input. Any other subclass is measured by a pre-hook instead.
+    """
+    return type(module).forward is _BatchNorm.forward and type(module) in (
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.BatchNorm3d,
+    )
+
 
 def _reduce_moments(
     moments: dict[str, _PooledMoments], channels: dict[str, int], device: torch.device
@@ -132,9 +155,9 @@ def recompute_bn(
 
     One pass over ``data`` (or its first ``max_batches`` batches) with the network at
     ``state``, BatchNorm layers in train mode (each normalises with its batch statistics,
-    exactly as during training) and every other module in eval mode (no dropout). A forward
-    pre-hook on each BatchNorm layer accumulates the exact pooled statistics of its input
-    over all batches, weighted by element count:
+    exactly as during training) and every other module in eval mode (no dropout). Each
+    batch's per-channel mean and variance of every BatchNorm input are merged into the exact
+    pooled statistics over all batches, weighted by element count:
 
     .. math::
 
@@ -148,6 +171,12 @@ def recompute_bn(
     *within-batch* variance, which misses the spread of the batch means. The pooled values
     here are exact for any batching. ``num_batches_tracked`` is set to the number of batches.
 
+    The batch moments come from BatchNorm's own reduction, not a second pass over its input:
+    stock BatchNorm layers run with ``momentum=1`` on zeroed copies of their buffers, so after
+    each call the buffers hold that batch's mean and unbiased variance (what it normalised
+    with), which a forward hook merges in float64 (Chan, Golub & LeVeque 1979). Other
+    BatchNorm subclasses get a pre-hook that measures their input instead.
+
     In a distributed run (``distributed=None``: whenever a multi-process group is
     initialised) every rank must pass the same ``data``: rank ``r`` forwards the batches
     ``i`` with ``i % world_size == r`` (of the first ``max_batches``), each exactly as a
@@ -159,8 +188,8 @@ def recompute_bn(
     With a ``BatchNorm1d`` layer, batches of a single sample are skipped with a warning
     (PyTorch cannot normalise them in train mode).
 
-    Nothing is mutated: the model's modules get their train/eval flags back and the hooks are
-    removed (also on error); ``state`` is not written to.
+    Nothing is mutated: the model's modules get their train/eval flags and momenta back and
+    the hooks are removed (also on error); ``state`` is not written to.
 
     Args:
         model: The architecture.
@@ -189,10 +218,12 @@ def recompute_bn(
     for name, _ in bns:
         for suffix in ("running_mean", "running_var", "num_batches_tracked"):
             key = prefixes[name] + suffix
-            if key in work:  # BatchNorm updates these in place: work on copies
-                work[key] = work[key].clone()
+            if key in work:  # BatchNorm updates these in place: work on fresh tensors
+                # (zeros: with momentum=1 the update 1*batch + 0*old must not see inf/nan)
+                work[key] = torch.zeros_like(work[key])
     moments = {name: _PooledMoments() for name, _ in bns}
     modes = {m: m.training for m in model.modules()}
+    momenta = {m: m.momentum for _, m in bns}
     handles = []
     batches = 0
     skipped = 0
@@ -201,11 +232,23 @@ def recompute_bn(
         model.eval()
         for name, m in bns:
             m.train()
+            if _reads_own_stats(m):
+                m.momentum = 1.0
 
-            def hook(_mod: nn.Module, args: tuple[Any, ...], _acc: _PooledMoments = moments[name]):
-                _acc.update(args[0])
+                def post(
+                    mod: nn.Module, args: tuple[Any, ...], _out: Any, _acc=moments[name]
+                ) -> None:
+                    x = args[0]
+                    n = x.numel() // x.shape[1] if x.dim() > 1 else 0
+                    _acc.add_batch(n, mod.running_mean, mod.running_var)  # type: ignore[arg-type]
 
-            handles.append(m.register_forward_pre_hook(hook))
+                handles.append(m.register_forward_hook(post))
+            else:
+
+                def pre(_mod: nn.Module, args: tuple[Any, ...], _acc=moments[name]) -> None:
+                    _acc.update(args[0])
+
+                handles.append(m.register_forward_pre_hook(pre))
         with torch.no_grad():
             stream = dist_.shard_batches(data, limit=max_batches) if shard else data
             for batch in stream:
@@ -224,6 +267,8 @@ def recompute_bn(
             h.remove()
         for module, flag in modes.items():
             module.training = flag
+        for bn_module, momentum in momenta.items():
+            bn_module.momentum = momentum
     if skipped:
         warnings.warn(
             f"recompute_bn skipped {skipped} batch(es) of a single sample (BatchNorm1d cannot "

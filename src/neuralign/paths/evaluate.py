@@ -16,10 +16,19 @@ from neuralign import distributed as dist_
 from neuralign.curves.base import functional_forward, parameter_distance
 from neuralign.errors import ConfigError, DataError
 from neuralign.models.common import split_logits
-from neuralign.paths.bn import has_batchnorm, recompute_bn
+from neuralign.paths.bn import _reads_own_stats, batchnorm_modules, has_batchnorm, recompute_bn
 from neuralign.paths.metrics import BN_MODES, PathResult
+from neuralign.paths.multipoint import evaluate_states, recompute_bn_many
+from neuralign.paths.multipoint import points_per_pass as points_per_pass_auto
 
-__all__ = ["PathLike", "evaluate_path", "evaluate_state", "resolve_ts"]
+__all__ = [
+    "PathLike",
+    "evaluate_path",
+    "evaluate_points",
+    "evaluate_state",
+    "resolve_points_per_pass",
+    "resolve_ts",
+]
 
 
 @runtime_checkable
@@ -144,6 +153,7 @@ def evaluate_path(
     device: str | torch.device | None = None,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
+    points_per_pass: int | None = None,
 ) -> PathResult:
     """Loss and accuracy at points :math:`\\varphi(t)` of a path.
 
@@ -171,6 +181,9 @@ def evaluate_path(
         device: Where to run; default: where the path's tensors are.
         progress: Show a tqdm progress bar over ``t``.
         metadata: Extra metadata stored in the result (the curve family and bends are added).
+        points_per_pass: Evaluate this many values of ``t`` together in one vmapped pass
+            (:mod:`neuralign.paths.multipoint`; same results up to float rounding). Default:
+            automatic (several on a GPU for a small model, one on a CPU).
 
     Returns:
         A :class:`~neuralign.paths.PathResult`.
@@ -202,16 +215,72 @@ def evaluate_path(
     for attr in ("family", "num_bends"):
         if hasattr(path, attr):
             result.metadata.setdefault(attr, getattr(path, attr))
-    for _, state in path_states(path, points, keys, result.distances, device, progress, "path"):
-        if use_bn:
-            assert bn_data is not None
-            state = recompute_bn(model, state, bn_data, max_batches=bn_max_batches)
-        loss, acc = evaluate_state(model, state, data)
-        result.test_loss.append(loss)
-        result.test_acc.append(acc)
-        if train_data is not None:
-            tr_loss, tr_acc = evaluate_state(model, state, train_data)
+    per_pass = resolve_points_per_pass(model, points_per_pass, device)
+    chunk: list[dict[str, Tensor]] = []
+    stream = path_states(path, points, keys, result.distances, device, progress, "path")
+    for i, (_, state) in enumerate(stream):
+        chunk.append(state)
+        if len(chunk) < per_pass and i + 1 < len(points):
+            continue
+        test, train = evaluate_points(
+            model, chunk, data, bn_data if use_bn else None, bn_max_batches, train_data
+        )
+        chunk = []
+        for loss, acc in test:
+            result.test_loss.append(loss)
+            result.test_acc.append(acc)
+        if train is not None:
             assert result.train_loss is not None and result.train_acc is not None
-            result.train_loss.append(tr_loss)
-            result.train_acc.append(tr_acc)
+            for loss, acc in train:
+                result.train_loss.append(loss)
+                result.train_acc.append(acc)
     return result
+
+
+def resolve_points_per_pass(
+    model: nn.Module, points_per_pass: int | None, device: str | torch.device | None
+) -> int:
+    """``points_per_pass``, or the automatic choice (:func:`~neuralign.paths.points_per_pass`).
+
+    Batched evaluation is single-process and needs stock BatchNorm layers: otherwise 1.
+    """
+    if points_per_pass is not None:
+        if int(points_per_pass) < 1:
+            raise ConfigError(f"points_per_pass must be >= 1, got {points_per_pass}")
+        chosen = int(points_per_pass)
+    else:
+        chosen = points_per_pass_auto(model, device)
+    if chosen > 1 and (
+        dist_.is_distributed() or not all(_reads_own_stats(m) for _, m in batchnorm_modules(model))
+    ):
+        return 1
+    return chosen
+
+
+def evaluate_points(
+    model: nn.Module,
+    states: Sequence[dict[str, Tensor]],
+    data: Iterable[Any],
+    bn_data: Iterable[Any] | None,
+    bn_max_batches: int | None,
+    train_data: Iterable[Any] | None = None,
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]] | None]:
+    """Test (and train) ``(loss, accuracy)`` of each state, BN recomputed when ``bn_data``.
+
+    One state goes through :func:`~neuralign.paths.recompute_bn` and :func:`evaluate_state`;
+    several go through one vmapped pass (:mod:`neuralign.paths.multipoint`), with the same
+    statistics up to float rounding.
+    """
+    if len(states) == 1:
+        state = states[0]
+        if bn_data is not None:
+            state = recompute_bn(model, state, bn_data, max_batches=bn_max_batches)
+        test = [evaluate_state(model, state, data)]
+        train = [evaluate_state(model, state, train_data)] if train_data is not None else None
+        return test, train
+    ready = list(states)
+    if bn_data is not None:
+        ready = recompute_bn_many(model, ready, bn_data, max_batches=bn_max_batches)
+    test = evaluate_states(model, ready, data)
+    train = evaluate_states(model, ready, train_data) if train_data is not None else None
+    return test, train

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from neuralign.curves.base import Curve
 from neuralign.errors import ConfigError
 from neuralign.io.atomic import atomic_write_text
-from neuralign.paths.bn import has_batchnorm, recompute_bn
-from neuralign.paths.evaluate import evaluate_state
+from neuralign.paths.bn import has_batchnorm
+from neuralign.paths.evaluate import evaluate_points, resolve_points_per_pass
 from neuralign.paths.metrics import BN_MODES
 
 __all__ = ["PlaneResult", "evaluate_plane"]
@@ -116,6 +116,7 @@ def evaluate_plane(
     device: str | torch.device | None = None,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
+    points_per_pass: int | None = None,
 ) -> PlaneResult:
     """Evaluate the loss surface on the plane through the endpoints and the first bend.
 
@@ -141,6 +142,8 @@ def evaluate_plane(
         device: Where to evaluate; default: where the curve is.
         progress: Show a tqdm progress bar over the grid.
         metadata: Extra metadata stored in the result.
+        points_per_pass: Grid points evaluated together in one vmapped pass, as in
+            :func:`~neuralign.paths.evaluate_path` (default: automatic).
 
     Returns:
         A :class:`PlaneResult`.
@@ -218,16 +221,19 @@ def evaluate_plane(
     loss_grid = [[0.0] * nx for _ in range(ny)]
     acc_grid = [[0.0] * nx for _ in range(ny)]
     bar = tqdm(total=nx * ny, desc="plane", disable=not progress, unit="pt")
-    for j, y in enumerate(ys.tolist()):
-        for i, x in enumerate(xs.tolist()):
-            vec = theta_a + x * e1 + y * e2
+    per_pass = resolve_points_per_pass(model, points_per_pass, device)
+    cells = [(j, i, y, x) for j, y in enumerate(ys.tolist()) for i, x in enumerate(xs.tolist())]
+    for start in range(0, len(cells), per_pass):
+        group = cells[start : start + per_pass]
+        states = []
+        for _, _, y, x in group:
             state = dict(base)
-            state.update(_unflat(vec, base, keys))
-            if use_bn:
-                assert bn_data is not None
-                state = recompute_bn(model, state, bn_data, max_batches=bn_max_batches)
-            loss_grid[j][i], acc_grid[j][i] = evaluate_state(model, state, data)
-            bar.update(1)
+            state.update(_unflat(theta_a + x * e1 + y * e2, base, keys))
+            states.append(state)
+        test, _ = evaluate_points(model, states, data, bn_data if use_bn else None, bn_max_batches)
+        for (j, i, _, _), (loss, acc) in zip(group, test, strict=True):
+            loss_grid[j][i], acc_grid[j][i] = loss, acc
+        bar.update(len(group))
     bar.close()
     meta = {"family": curve.family, "num_bends": curve.num_bends, **(metadata or {})}
     return PlaneResult(
