@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
+from neuralign.checks import check_finite_loss, check_finite_state
 from neuralign.curves.base import Curve, functional_forward
 from neuralign.curves.config import CurveTrainConfig
 from neuralign.data.loader import TensorLoader
@@ -295,6 +296,13 @@ def train_curve(
             loss_sum, objective_sum, correct, n_seen = sums.tolist()
             if n_seen == 0:
                 raise ConfigError("train_curve: the training data yielded no batch")
+            # nothing non-finite is ever saved (docs/reliability.md, "Divergence")
+            check_finite_loss(objective_sum / n_seen, "curve training", epoch=epoch + 1)
+            check_finite_state(
+                {str(i): p.detach() for i, p in enumerate(params)},
+                "curve training",
+                epoch=epoch + 1,
+            )
             record: dict[str, float] = {
                 "epoch": epoch + 1,
                 "loss": loss_sum / n_seen,

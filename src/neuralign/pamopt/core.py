@@ -75,6 +75,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
+from neuralign.checks import check_finite_loss, check_finite_state
 from neuralign.curves.base import functional_forward, interpolated_keys
 from neuralign.curves.bezier import Bezier, bernstein
 from neuralign.curves.train import train_curve
@@ -472,6 +473,9 @@ def p_step(
             loss_sum, n_seen = sums.tolist()
             if n_seen == 0:
                 raise ConfigError("PAM P-step: the training data yielded no batch")
+            # a diverged P-step stops here, before its relaxed P is saved or rounded
+            check_finite_loss(loss_sum / n_seen, f"PAM P-step (outer {outer})", epoch=epoch + 1)
+            check_finite_state(mats, f"PAM P-step (outer {outer})", epoch=epoch + 1)
             record = {
                 "epoch": float(epoch + 1),
                 "loss": loss_sum / n_seen,
