@@ -10,7 +10,7 @@ import click
 
 from neuralign.alignment import align
 from neuralign.cli.app import cli
-from neuralign.cli.common import DataSource, check_fits, echo_table, load_pair
+from neuralign.cli.common import DataSource, echo_table, pair_and_train
 from neuralign.cli.options import (
     attack_options,
     dataset_options,
@@ -21,7 +21,7 @@ from neuralign.cli.options import (
     progress_option,
     sgd_option,
 )
-from neuralign.experiment.config import AlignConfig, ExperimentConfig, RobustConfig
+from neuralign.experiment import AlignConfig, ExperimentConfig, RobustConfig
 
 
 def _example_input(model: Any, dataset: str | None, data_dir: str | None) -> Any:
@@ -166,7 +166,6 @@ def align_cmd(
     from neuralign.alignment.plot import plot_correlation
     from neuralign.attacks import PGD, alignment_batches
     from neuralign.data import alignment_subset
-    from neuralign.device import select_device
     from neuralign.io import read_metadata, save_checkpoint
     from neuralign.io.outputs import check_not_input, checkpoint_out_path
 
@@ -175,10 +174,7 @@ def align_cmd(
     for path, option in ((out, "--out"), (perm_path, "--out (its .perm.json)"), (plot, "--plot")):
         if path is not None:
             check_not_input(path, [model_a, model_b], option)
-    dev = select_device(device)
-    a, b = load_pair(model_a, model_b, dev)
-    train = data.load("train")
-    check_fits(a, train, model_a)
+    dev, a, b, train = pair_and_train(model_a, model_b, data, device)
     batches = alignment_batches(
         alignment_subset(train, fraction=subset_fraction, seed=seed),
         batch_size=default(AlignConfig, "batch_size"),

@@ -13,9 +13,8 @@ from neuralign.cli.app import cli
 from neuralign.cli.common import (
     DataSource,
     TrainArgs,
-    check_fits,
     claim_out,
-    load_pair,
+    pair_and_train,
     schedule_fields,
 )
 from neuralign.cli.options import (
@@ -75,12 +74,8 @@ def curve_cmd(
 ) -> None:
     """Train a Bezier curve or polygonal chain between two checkpoints (resumable)."""
     from neuralign.curves import train_curve
-    from neuralign.device import select_device
 
-    dev = select_device(device)
-    a, b = load_pair(model_a, model_b, dev)
-    train = data.load("train")
-    check_fits(a, train, model_a)
+    dev, a, b, train = pair_and_train(model_a, model_b, data, device)
     train = loader.subset(train)
     cls = curve_family(kind)
     meta = {"model_a": model_a, "model_b": model_b, "dataset": data.dataset}

@@ -60,8 +60,7 @@ def run_cmd(
     import time
 
     from neuralign.errors import DataError
-    from neuralign.experiment import STAGES, load_config, run_experiment
-    from neuralign.experiment.config import demo_config
+    from neuralign.experiment import STAGES, demo_config, load_config, run_experiment
 
     cfg = load_config(config) if config else demo_config()
     if data_dir:

@@ -176,7 +176,12 @@ def eval_path_cmd(
     show_default=True,
 )
 @click.option("--title", default=None)
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG file.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Figure file (.png or .pdf; the other format is written beside it).",
+)
 def plot_cmd(
     results: tuple[str, ...], labels: tuple[str, ...], metric: str, title: str | None, out: str
 ) -> None:
@@ -192,5 +197,7 @@ def plot_cmd(
             series.setdefault(label, []).append(PathResult.load(f))
         except (ValueError, KeyError, TypeError) as exc:
             raise click.UsageError(f"{f} is not a PathResult JSON file ({exc})") from None
+    from neuralign.io.figures import companion_paths
+
     plot_paths(series, out, metric=metric, title=title)
-    click.echo(f"figure written to {out}")
+    click.echo(f"figure written to {' and '.join(map(str, companion_paths(out)))}")

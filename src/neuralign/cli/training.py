@@ -19,7 +19,7 @@ from neuralign.cli.options import (
     progress_option,
     sgd_option,
 )
-from neuralign.experiment.config import EvalConfig, ModelConfig
+from neuralign.experiment import EvalConfig, ModelConfig
 from neuralign.training import TrainConfig
 
 
@@ -129,9 +129,10 @@ def train_cmd(
     meta: dict[str, Any] = {"dataset": data.dataset}
     pgd = None
     if adversarial:
-        from neuralign.attacks import PGD
+        from neuralign.attacks import PGD, TRAINING_MODE
 
-        pgd = PGD(**attack)
+        # crafted with the model in train mode (BatchNorm batch statistics), as in the paper
+        pgd = PGD(**attack).with_options(mode=TRAINING_MODE)
         meta["adversarial_training"] = pgd.config()
     # Everything that determines the trained weights (docs/reliability.md, "Resume with
     # changed arguments"); not the device or progress bars.

@@ -9,6 +9,7 @@ from neuralign.experiment.config import (
     ExperimentConfig,
     ModelConfig,
     RobustConfig,
+    demo_config,
     load_config,
     parse_config,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "RobustConfig",
     "RunDir",
+    "demo_config",
     "load_config",
     "parse_config",
     "run_experiment",

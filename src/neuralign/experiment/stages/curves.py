@@ -17,10 +17,13 @@ def _train(ctx: RunContext, pair: int, variant: str, kind: str) -> str:
     cls = ctx.curve_class(kind)
     curve = cls(ctx.endpoint(a), ctx.model_b(pair, variant), num_bends=c.curves.bends)
     pgd = ctx.pgd()
+    training = c.curves.training
+    if pgd is not None and c.robust.schedule:  # robust curves: the robust schedule
+        training = training.replace(schedule=c.robust.schedule)
     res = train_curve(
         curve.to(ctx.device),
         ctx.train_loader(),
-        c.curves.training,
+        training,
         device=ctx.device,
         progress=ctx.progress,
         log_path=rd.curve_history(pair, variant, kind),
