@@ -46,15 +46,6 @@ FLOORS: dict[str, int] = {
 #: module of a higher floor): ``neuralign.io`` re-exports ``io.checkpoint``.
 PACKAGE_FLOORS: dict[str, int] = {"io": 1}
 
-#: Violations being removed by the redesign of issue 17 (helper "core": curves must not
-#: import paths; the perm trace/verify/apply circle). This list may only shrink: when one
-#: no longer occurs, the test below fails until it is deleted here.
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("curves.train", "paths.bn"),
-    ("curves.train", "paths.evaluate"),
-}
-KNOWN_CYCLE_EDGES: set[tuple[str, str]] = {("perm.apply", "perm.trace")}
-
 
 def _modules() -> dict[str, Path]:
     out = {}
@@ -157,17 +148,9 @@ def _upward() -> set[tuple[str, str]]:
 def test_no_upward_import() -> None:
     upward = [
         f"neuralign.{m} (floor {floor_of(m)}) imports neuralign.{d} (floor {floor_of(d)})"
-        for m, d in sorted(_upward() - KNOWN_UPWARD)
+        for m, d in sorted(_upward())
     ]
     assert upward == [], "upward imports:\n" + "\n".join(upward)
-
-
-def test_known_violations_still_exist() -> None:
-    """The allow-lists only shrink: a fixed violation must be deleted from them."""
-    fixed = sorted(KNOWN_UPWARD - _upward()) + sorted(
-        (m, d) for m, d in KNOWN_CYCLE_EDGES if d not in GRAPH.get(m, set())
-    )
-    assert fixed == [], f"no longer occur, delete from tests/test_architecture.py: {fixed}"
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -196,8 +179,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_import_cycle() -> None:
     """Package ``__init__`` files re-export their modules, so an edge ``pkg.a -> pkg``
     (importing one's own package root) counts: it is a cycle through the ``__init__``."""
-    graph = {m: {d for d in deps if (m, d) not in KNOWN_CYCLE_EDGES} for m, deps in GRAPH.items()}
-    cycle = find_cycle(graph)
+    cycle = find_cycle(GRAPH)
     assert cycle is None, "import cycle: " + " -> ".join(f"neuralign.{m}" for m in cycle or [])
 
 

@@ -28,7 +28,7 @@ dict (``state=``): the forward pass then goes through
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,10 +43,20 @@ from neuralign.data.loader import TensorLoader
 from neuralign.errors import ConfigError, DataError
 from neuralign.models.common import split_logits
 
-__all__ = ["PGD", "PGD_PRESETS", "AdversarialBatches", "PGDPreset"]
+__all__ = [
+    "PGD",
+    "PGD_PRESETS",
+    "TRAINING_MODE",
+    "AdversarialBatches",
+    "PGDPreset",
+    "adversarial_training",
+]
 
 NORMS = ("linf", "l2")
 MODES = ("eval", "train", "batch-stats")
+#: The model mode in which PGD crafts adversarial *training* examples by default: train mode
+#: (BatchNorm batch statistics), as the paper's reference code and adversarial training do.
+TRAINING_MODE = "train"
 _RANGE_TOL = 1e-6  # inputs outside [0, 1] by more than this are rejected
 
 
@@ -428,3 +438,15 @@ def alignment_batches(
     if attack is None:
         return loader
     return AdversarialBatches(attack, loader, model=reference, seed=seed)
+
+
+def adversarial_training(
+    pgd: PGD, mode: str = TRAINING_MODE
+) -> Callable[[nn.Module, Tensor, Tensor], Tensor]:
+    """The ``attack`` hook of :func:`~neuralign.training.train_model` for adversarial training.
+
+    The examples are crafted with the model in ``mode`` (default :data:`TRAINING_MODE`:
+    train mode, BatchNorm on batch statistics), whatever ``pgd.mode`` says; evaluation keeps
+    using ``pgd`` itself (eval mode by default).
+    """
+    return pgd.with_options(mode=mode).attack_model

@@ -129,9 +129,10 @@ def train_cmd(
     meta: dict[str, Any] = {"dataset": data.dataset}
     pgd = None
     if adversarial:
-        from neuralign.attacks import PGD
+        from neuralign.attacks import PGD, TRAINING_MODE
 
-        pgd = PGD(**attack)
+        # crafted with the model in train mode (BatchNorm batch statistics), as in the paper
+        pgd = PGD(**attack).with_options(mode=TRAINING_MODE)
         meta["adversarial_training"] = pgd.config()
     # Everything that determines the trained weights (docs/reliability.md, "Resume with
     # changed arguments"); not the device or progress bars.

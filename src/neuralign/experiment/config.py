@@ -127,7 +127,11 @@ class RobustConfig:
     eps: float = 8 / 255  # L∞ PGD radius in [0, 1] pixel units (CIFAR 8/255, TinyImageNet 4/255)
     alpha: float = 2 / 255  # PGD step size
     steps: int = 5  # PGD steps (training and evaluation)
-    bn_source: str = "clean"  # clean | adversarial: inputs of the per-t BN recomputation
+    bn_source: str = "adversarial"  # adversarial | clean: inputs of the per-t BN recomputation
+    train_mode: str = (
+        "train"  # train | eval | batch-stats: model mode when PGD crafts training data
+    )
+    schedule: str = "robust"  # lr schedule of robust endpoints and curves ("" = their own)
     align_on: str = "clean"  # clean | adversarial: alignment data (PGD crafted against A)
     test_subset: int = 0  # class-balanced test images for the robust series (0 = eval's)
 
@@ -352,6 +356,14 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _require(
         r.bn_source in ("clean", "adversarial"),
         f"robust.bn_source: must be clean or adversarial, got {r.bn_source!r}",
+    )
+    _require(
+        r.train_mode in ("train", "eval", "batch-stats"),
+        f"robust.train_mode: must be train, eval or batch-stats, got {r.train_mode!r}",
+    )
+    _require(
+        r.schedule in ("", *SCHEDULES),
+        f"robust.schedule: must be empty or one of {', '.join(SCHEDULES)}, got {r.schedule!r}",
     )
     _require(
         r.align_on in ("clean", "adversarial"),

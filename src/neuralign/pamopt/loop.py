@@ -92,6 +92,9 @@ __all__ = ["pam"]
 logger = logging.getLogger(__name__)
 
 State = dict[str, Tensor]
+#: Below this relaxed distance from the start (largest over groups, see
+#: :func:`~neuralign.pamopt.pstep.relaxed_distance`) the P-step counts as not having moved.
+STILL = 0.05
 Objective = Callable[[Mapping[str, Tensor], Sequence[Mapping[str, Tensor]]], float]
 
 
@@ -389,15 +392,23 @@ def _report_p_step(k: int, fields: Mapping[str, Any], spec: PermutationSpec) -> 
             100 * hung.get(g, float("nan")),
             100 * fields["changed"].get(g, float("nan")),
         )
-    if hung and not any(hung.values()):
+    moved = max(dist.values(), default=0.0)
+    if dist and moved < STILL:
         logger.warning(
-            "PAM outer %d: the relaxed matrices did not leave the starting permutation "
-            "(largest |P-P0| %.2g; Hungarian projection = start in every group): the P-step's "
-            "total step (sum eta = %.3g) may be too small for this run; raise pam.p_budget "
-            "or set p_lr",
+            "PAM outer %d: the relaxed matrices did not move (largest |P-P0| %.2g < %.2g of "
+            "the largest possible distance): the P-step's total step (sum eta = %.3g) is too "
+            "small for this run; raise pam.p_budget or set p_lr",
             k,
-            max(dist.values(), default=0.0),
+            moved,
+            STILL,
             fields.get("total_step", float("nan")),
+        )
+    elif hung and not any(hung.values()):
+        logger.info(
+            "PAM outer %d: the relaxed matrices moved (largest |P-P0| %.2g) but their "
+            "Hungarian projection is the start in every group",
+            k,
+            moved,
         )
 
 

@@ -159,7 +159,12 @@ def plot_plane(
         The path written.
     """
     xs, ys = np.asarray(plane.xs), np.asarray(plane.ys)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    span_x = float(xs.max() - xs.min()) or 1.0
+    span_y = float(ys.max() - ys.min()) or 1.0
+    # Equal axis scales (distances on the plane are to scale): size the figure to the plane.
+    height = min(6.4, max(2.4, 5.6 * span_y / span_x + 1.0))
+    fig, ax = plt.subplots(figsize=(6.4, height))
+    ax.set_aspect("equal", adjustable="box")
     ticks: list[float] | None = None
     if metric == "test_loss":
         z = np.asarray(plane.test_loss, dtype=float)
@@ -178,14 +183,16 @@ def plot_plane(
         label = "Test error (%)"
     else:
         raise ConfigError(f"metric must be 'test_loss' or 'test_error', got {metric!r}")
-    cbar = fig.colorbar(cs, ax=ax, format="%.3g")
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    cax = make_axes_locatable(ax).append_axes("right", size="4%", pad=0.1)
+    cbar = fig.colorbar(cs, cax=cax, format="%.3g")  # as tall as the plane
     if ticks is not None:
         cbar.set_ticks(ticks)
     cbar.set_label(label)
     curve = np.asarray(plane.curve_xy, dtype=float)
     family = plane.metadata.get("family", "curve")
     ax.plot(curve[:, 0], curve[:, 1], color="white", lw=2.0, label=f"{family} path")
-    ax.set_aspect("equal", adjustable="box")  # distances on the plane are to scale
     for name, (px, py) in plane.points.items():
         is_end = name in ("theta_a", "theta_b")
         ax.scatter(

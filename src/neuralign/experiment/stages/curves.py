@@ -17,10 +17,13 @@ def _train(ctx: RunContext, pair: int, variant: str, kind: str) -> str:
     cls = ctx.curve_class(kind)
     curve = cls(ctx.endpoint(a), ctx.model_b(pair, variant), num_bends=c.curves.bends)
     pgd = ctx.pgd()
+    training = c.curves.training
+    if pgd is not None and c.robust.schedule:  # robust curves: the robust schedule
+        training = training.replace(schedule=c.robust.schedule)
     res = train_curve(
         curve.to(ctx.device),
         ctx.train_loader(),
-        c.curves.training,
+        training,
         device=ctx.device,
         progress=ctx.progress,
         log_path=rd.curve_history(pair, variant, kind),
@@ -35,6 +38,8 @@ def _train(ctx: RunContext, pair: int, variant: str, kind: str) -> str:
         rd.curve_marker(pair, variant, kind),
         {"epochs": c.curves.epochs, "final": last},
         artefacts=[rd.curve_checkpoint(pair, variant, kind)],
+        inputs=[rd.endpoint_checkpoint(a), ctx.model_b_file(pair, variant)],
+        state=[rd.curve_dir(pair, variant, kind)],
     )
     return f"pair {pair} {variant}-{kind}: train loss {last.get('loss', float('nan')):.3f}"
 

@@ -11,6 +11,7 @@ from neuralign.experiment.context import RunContext
 
 def run(ctx: RunContext) -> str:
     """Train (or resume) each seed's endpoint and record its test metrics in its marker."""
+    from neuralign.attacks import adversarial_training
     from neuralign.checks import build_model
     from neuralign.training import TrainConfig, evaluate_model, train_model
 
@@ -32,7 +33,7 @@ def run(ctx: RunContext) -> str:
             lr=e.lr,
             momentum=e.momentum,
             weight_decay=e.weight_decay,
-            schedule=e.schedule,
+            schedule=c.robust.schedule if c.robust.enabled and c.robust.schedule else e.schedule,
             lr_step=e.lr_step,
             lr_gamma=e.lr_gamma,
             augment=c.data.augment,
@@ -48,7 +49,7 @@ def run(ctx: RunContext) -> str:
             out_dir=rd.endpoint_dir(seed),
             device=ctx.device,
             progress=ctx.progress,
-            attack=pgd.attack_model if pgd is not None else None,
+            attack=adversarial_training(pgd, c.robust.train_mode) if pgd is not None else None,
             metadata={"dataset": c.data.dataset, "adversarial": c.robust.enabled},
         )
         loss, acc = evaluate_model(model, ctx.loader(ctx.data.test, c.eval.batch_size))
@@ -67,6 +68,7 @@ def run(ctx: RunContext) -> str:
             marker,
             {**info, "seconds": time.perf_counter() - t0},
             artefacts=[rd.endpoint_checkpoint(seed)],
+            state=[rd.endpoint_dir(seed) / "trainer.pt"],
         )
         accs.append(acc)
     return "endpoint test accuracy " + ", ".join(
