@@ -9,7 +9,8 @@ and for the process's CPU time (less sensitive to other processes on a shared ma
 Goal (issue 15): ResNet32 on 10k images <= 1.2.
 
 Memory: each measurement runs in a fresh subprocess; the peak RSS growth over the process's
-RSS just before the measured work (data and models loaded, one warm-up batch done) is
+RSS just before the measured work (data and models loaded, one warm-up batch done; the
+kernel's peak mark is reset there, so loading transients do not count) is
 reported for ``align`` on ``--images`` and on ``--small-images`` images, and for the plain
 forward passes. "Flat in the number of images" means align's growth on N images / its
 growth on N/5 images stays near 1.
@@ -18,6 +19,7 @@ growth on N/5 images stays near 1.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -32,12 +34,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _setup(arch: str, images: int, batch: int, dataset: str):  # type: ignore[no-untyped-def]
@@ -74,14 +86,20 @@ def _child(arch: str, mode: str, images: int, batch: int, dataset: str) -> dict[
     from neuralign.alignment import align
 
     a, b, loader, spec = _setup(arch, images, batch, dataset)
-    base = _rss_mb()
+    gc.collect()
+    # the peak of the measured work only, not of loading the data set before it
+    reset = _reset_peak()
+    base = _status_mb("VmRSS")
     t0 = time.perf_counter()
     if mode == "forward":
         _forward(a, b, loader)
     else:
         align(a, b, loader, method="correlation", spec=spec)
     dt = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if reset:
+        peak = _status_mb("VmHWM")
+    else:  # process-lifetime peak: includes loading transients
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"seconds": dt, "extra_mb": max(peak - base, 0.0), "base_mb": base}
 
 
