@@ -1,6 +1,6 @@
 """Robust loss barrier between adversarially trained TinyTens on Fashion-MNIST, CPU-sized.
 
-Two TinyTens are trained adversarially (L∞ PGD, the robust schedule of METHOD.md §6) on a
+Two TinyTens are trained adversarially (L∞ PGD, the robust schedule of Tatro et al. 2020, Sec. 5) on a
 class-balanced Fashion-MNIST subset; B is aligned to A by activation correlation on clean
 inputs (and, for the line, also on PGD inputs crafted against A); robust quadratic Bezier
 curves are trained (PGD against φ(t) per minibatch); then clean and robust (PGD against

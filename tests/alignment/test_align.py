@@ -37,8 +37,14 @@ def _calibrated(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     shape = (1, 28, 28) if name == "mlp" else (3, 16, 16)
     if name == "mlp":
         kw["image_size"] = 28
+    if name == "vit":
+        kw["image_size"] = 16
     m = create_model(name, in_channels=shape[0], **kw)
     with torch.no_grad():
+        if name in ("vit", "convnext"):  # no BatchNorm: unit-scale weights, alive units
+            for p in m.parameters():
+                if p.dim() > 1:
+                    nn.init.normal_(p, std=p[0].numel() ** -0.5)
         for mod in m.modules():
             if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                 mod.weight.uniform_(0.5, 1.5)

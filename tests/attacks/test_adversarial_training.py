@@ -98,6 +98,9 @@ def test_cli_train_adversarial(tmp_path: Path) -> None:
 
     meta = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert meta["lr"] == 0.1  # the robust schedule keeps lr flat for the first half
+    from neuralign.io import read_metadata
+
+    assert read_metadata(out / "model.safetensors")["adversarial_training"]["mode"] == "train"
 
 
 def test_cli_align_on_adversarial(tmp_path: Path) -> None:
@@ -142,3 +145,20 @@ def test_cli_align_on_adversarial(tmp_path: Path) -> None:
     from neuralign.io import read_metadata
 
     assert read_metadata(tmp_path / "b_aligned.safetensors")["align_on"] == "adversarial"
+
+
+def test_adversarial_training_crafts_in_train_mode() -> None:
+    """The endpoint-training hook crafts PGD with BatchNorm on batch statistics by default."""
+    from neuralign.attacks import TRAINING_MODE, adversarial_training
+
+    torch.manual_seed(0)
+    model = create_model("tinyten", num_classes=10, in_channels=1).eval()
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    pgd = PGD(eps=0.1, alpha=0.05, steps=2, random_start=False)
+    hooked = adversarial_training(pgd)(model, x, y)
+    assert TRAINING_MODE == "train"
+    assert torch.equal(hooked, pgd.with_options(mode="train").attack_model(model, x, y))
+    assert not torch.equal(hooked, pgd.attack_model(model, x, y))  # eval mode differs
+    assert not model.training
+    assert all(torch.equal(v, buffers[k]) for k, v in model.state_dict().items())

@@ -50,7 +50,14 @@ def test_robust_run_and_report(tmp_path: Path) -> None:
 
 def test_robust_config_validation() -> None:
     cfg = parse_config(_config())
-    assert cfg.robust.enabled and cfg.robust.bn_source == "clean"
+    # the paper's robust defaults: BN on adversarial inputs along paths, PGD crafted in train
+    # mode for adversarial endpoint training, the robust schedule for endpoints and curves
+    assert cfg.robust.enabled and cfg.robust.bn_source == "adversarial"
+    assert cfg.robust.train_mode == "train" and cfg.robust.schedule == "robust"
+    with pytest.raises(ConfigError, match="robust.train_mode"):
+        parse_config(_config(train_mode="inference"))
+    with pytest.raises(ConfigError, match="robust.schedule"):
+        parse_config(_config(schedule="fast"))
     with pytest.raises(ConfigError, match="robust.bn_source"):
         parse_config(_config(bn_source="both"))
     with pytest.raises(ConfigError, match="robust.align_on"):

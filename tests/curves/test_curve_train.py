@@ -14,7 +14,7 @@ from nets_testlib import MLPBN, Batches, ConvBN, make_pair
 from neuralign.curves import Bezier, Line, PolyChain, train_curve
 from neuralign.errors import ConfigError
 from neuralign.optim.schedules import lr_at
-from neuralign.paths import evaluate_path
+from neuralign.paths import curve_test_point, evaluate_path
 
 
 def _snapshot(module: nn.Module) -> dict[str, Tensor]:
@@ -153,9 +153,18 @@ def test_curve_training_lowers_the_barrier(
     line = evaluate_path(Line(a, b), test, ts=11, bn_data=bn, progress=False)
     curve = Bezier(a, b, num_bends=3)
     res = train_curve(
-        curve, train, epochs=6, lr=0.05, schedule="constant", progress=False, test_data=test
+        curve,
+        train,
+        epochs=6,
+        lr=0.05,
+        schedule="constant",
+        progress=False,
+        evaluate=curve_test_point(bn, test, t=0.5),
     )
-    assert "test_acc" in res.history[-1]
+    assert len(res.history) == 6
+    # the hook evaluated the trained midpoint: the same numbers as evaluating it directly
+    mid = evaluate_path(curve, test, ts=[0.5], bn_data=bn, bn_max_batches=50, progress=False)
+    assert res.history[-1]["test_acc"] == pytest.approx(mid.test_acc[0], abs=1e-6)
     path = evaluate_path(curve, test, ts=11, bn_data=bn, progress=False)
     assert path.test_loss[0] == pytest.approx(line.test_loss[0])
     assert path.test_loss[-1] == pytest.approx(line.test_loss[-1])

@@ -165,7 +165,7 @@ def test_loader_applies_augment_to_float_batch() -> None:
     assert x2.shape == x.shape and not x2.equal(x)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_loader_on_cuda_matches_cpu() -> None:
     ds = _indexed_dataset()
     cpu = TensorLoader(ds, 16, shuffle=True, augment=Augment(1, True, 10.0), seed=3)

@@ -22,7 +22,7 @@ from neuralign import distributed as dist_
 from neuralign.alignment.correlation import correlation_statistics
 from neuralign.data import Dataset, TensorLoader
 from neuralign.pamopt import PAMConfig, pam
-from neuralign.paths import evaluate_state, recompute_bn
+from neuralign.paths import curve_test_point, evaluate_state, recompute_bn
 
 GLOBAL_BATCH = 64
 EPOCHS = 2
@@ -85,7 +85,7 @@ def main(out: Path) -> None:
         lr=0.05,
         progress=False,
         checkpoint_dir=out / "curve",
-        test_data=TensorLoader(ds, 200),
+        evaluate=curve_test_point(loader, TensorLoader(ds, 200)),
     )
     res["curve_points"] = [p.detach().clone() for p in curve.control_parameters()]
     res["curve_history"] = hist.history

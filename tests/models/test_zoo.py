@@ -66,10 +66,23 @@ def test_googlenet_aux_heads_can_be_switched_off() -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_state_dict_has_no_normalisation(name: str) -> None:
-    model = _build(name)
-    assert isinstance(next(iter(model.children())), nn.Module)
-    assert hasattr(model, "normalize")
+    """Normalisation happens inside forward, with the given statistics, but is not state."""
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
+    torch.manual_seed(0)
+    model = _build(name, mean=mean, std=std).eval()
+    x = torch.rand(2, 3, 32, 32)
+    expected = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.allclose(model.normalize(x), expected)
     assert not any("normalize" in k for k in model.state_dict())
+    # the same weights under other statistics: identical state dict, different function
+    torch.manual_seed(0)
+    other = _build(name, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)).eval()
+    other.load_state_dict(model.state_dict())
+    assert other.state_dict().keys() == model.state_dict().keys()
+    with torch.no_grad():
+        out, out_other = split_logits(model(x))[0], split_logits(other(x))[0]
+        assert torch.allclose(out, split_logits(other(expected))[0], atol=1e-5)
+    assert not torch.allclose(out, out_other)
 
 
 @pytest.mark.parametrize("name", MODELS)

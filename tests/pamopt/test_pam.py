@@ -17,14 +17,13 @@ from neuralign.curves import CurveTrainConfig
 from neuralign.data import TensorLoader, load_dataset
 from neuralign.errors import CheckpointError, ConfigError
 from neuralign.models import create_model
-from neuralign.pamopt import PAMConfig
+from neuralign.pamopt import PAMConfig, changed_fraction, pam
 from neuralign.pamopt.birkhoff import (
     birkhoff_decomposition,
     constraint_violation,
     project_doubly_stochastic,
     round_to_permutation,
 )
-from neuralign.pamopt.core import changed_fraction, pam
 from neuralign.perm import Permutation, PermutationSpec, apply_permutation, discover_spec
 from neuralign.training import TrainConfig, train_model
 
@@ -341,3 +340,67 @@ def test_cli_pam_runs_on_tiny_checkpoints(planted: Planted, tmp_path: Path) -> N
     assert main(args) == 0
     shutil.rmtree(out)
     assert main([*args[:-5], "--init", "bogus", "--out", str(out)]) == 2
+
+
+# --------------------------------------------------------------------------- P-step budget
+
+
+def test_p_step_size_keeps_the_papers_total_step() -> None:
+    from neuralign.pamopt.pstep import p_step_size
+
+    paper = PAMConfig()  # 20 epochs; at the paper's 390 steps per epoch: eta = 0.005
+    assert p_step_size(paper, 390) == pytest.approx(0.005)
+    assert p_step_size(paper, 390) * 20 * 390 == pytest.approx(paper.p_budget)
+    short = PAMConfig(p_epochs=2)  # a short run takes larger steps, same total
+    assert p_step_size(short, 47) * 2 * 47 == pytest.approx(paper.p_budget)
+    assert p_step_size(paper, 10_000) == pytest.approx(0.005)  # never below the paper's step
+    assert p_step_size(PAMConfig(p_lr=0.3), 47) == 0.3  # a fixed step overrides the budget
+
+
+def test_default_budget_moves_pam_and_logs_per_group(
+    planted: Planted, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No step size given: the budget alone makes the P-step leave the identity."""
+    cfg = PAMConfig(p_epochs=2, score_batches=6, curve=CurveTrainConfig(epochs=0))
+    loader = planted.loader()
+    with caplog.at_level("INFO", logger="neuralign.pamopt.loop"):
+        res = pam(planted.a, planted.b, loader, cfg, spec=planted.spec, progress=False)
+    step = res.steps[0]
+    assert step.step_size == pytest.approx(cfg.p_budget / (2 * len(loader)))
+    assert step.total_step == pytest.approx(cfg.p_budget)
+    assert set(step.relaxed_distance) == set(planted.spec.groups)
+    assert all(0 < d <= 1 for d in step.relaxed_distance.values())
+    assert any(f > 0 for f in step.hungarian_changed.values())
+    assert step.objective_after_p < step.objective_before
+    assert planted.correct(res.permutation) > planted.correct(Permutation.identity(planted.spec))
+    assert len(step.candidates) > 2  # Birkhoff samples were scored (32 by default)
+    assert "Hungarian changed" in caplog.text
+    assert "did not move" not in caplog.text
+
+
+def test_warns_when_the_relaxed_matrices_do_not_move(
+    planted: Planted, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = PAMConfig(p_epochs=1, p_lr=1e-9, round_samples=0, curve=CurveTrainConfig(epochs=0))
+    with caplog.at_level("WARNING", logger="neuralign.pamopt.loop"):
+        res = pam(planted.a, planted.b, planted.loader(), cfg, spec=planted.spec, progress=False)
+    assert res.changed_units == 0.0
+    assert all(f == 0 for f in res.steps[0].hungarian_changed.values())
+    assert "did not move" in caplog.text
+
+
+def test_rounding_keeps_the_start_only_when_it_scores_best() -> None:
+    from neuralign.pamopt.rounding import round_relaxed
+
+    start = Permutation({"g": torch.arange(4)})
+    swapped = torch.tensor([1, 0, 2, 3])
+    relaxed = {"g": Permutation({"g": swapped}).matrices()["g"] * 0.9 + 0.1 / 4}
+
+    def prefers(target: Tensor) -> Any:
+        return lambda p: 0.0 if torch.equal(p.perms["g"], target) else 1.0
+
+    kept, name, scored = round_relaxed(relaxed, start, prefers(swapped), samples=4, seed=0)
+    assert name != "previous" and torch.equal(kept.perms["g"], swapped)
+    kept, name, _ = round_relaxed(relaxed, start, prefers(torch.arange(4)), samples=4, seed=0)
+    assert name == "previous" and kept == start
+    assert [c["name"] for c in scored][:2] == ["previous", "hungarian"]

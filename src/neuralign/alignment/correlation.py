@@ -1,4 +1,4 @@
-"""Activation-correlation alignment: the paper's Algorithm 1 (Tatro et al. 2020; METHOD.md §2).
+"""Activation-correlation alignment: the paper's Algorithm 1 (Tatro et al. 2020).
 
 One forward pass of each model over the data; at every tap of every permutation group the
 post-activation unit values of A and B (every spatial position of every image is a sample)

@@ -1,4 +1,5 @@
-"""Streaming Pearson cross-correlation between the units of two networks (METHOD.md §2.4).
+"""Streaming Pearson cross-correlation between the units of two networks (Tatro et al. 2020;
+docs/method.md, Alignment).
 
 For units ``x ∈ R^n`` of model A and ``y ∈ R^n`` of model B observed on the same inputs
 (every spatial position of every image is one sample) we accumulate, in float64, the count

@@ -7,7 +7,7 @@ Data-free alignment: coordinate descent over the permutation groups. For group `
 
 and the group's permutation becomes ``argmax_π Σ_i S_g[i, π(i)]``. Groups are visited in a
 random order (seeded) and sweeps repeat until no group improves. BatchNorm running
-statistics take no part in the cost (METHOD.md §2).
+statistics take no part in the cost (docs/method.md, Alignment).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ and the step direction :math:`s` is :math:`\\mathrm{sign}(g)` for the
 :math:`\\ell_\\infty` attack and :math:`g / \\lVert g \\rVert_2` for the :math:`\\ell_2`
 attack. Tatro et al. (2020), "Optimizing Mode Connectivity via Neuron Alignment", §5, use
 the :math:`\\ell_\\infty` attack to train robust endpoints and robust curves and to measure
-the robust loss along paths (METHOD.md §6).
+the robust loss along paths (docs/method.md, Robustness).
 
 Models take pixels in :math:`[0, 1]` and normalise internally, so the attack works directly
 in pixel space. A model can be attacked at any point of a curve by passing the point's state
@@ -28,7 +28,7 @@ dict (``state=``): the forward pass then goes through
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,16 +43,26 @@ from neuralign.data.loader import TensorLoader
 from neuralign.errors import ConfigError, DataError
 from neuralign.models.common import split_logits
 
-__all__ = ["PGD", "PGD_PRESETS", "AdversarialBatches", "PGDPreset"]
+__all__ = [
+    "PGD",
+    "PGD_PRESETS",
+    "TRAINING_MODE",
+    "AdversarialBatches",
+    "PGDPreset",
+    "adversarial_training",
+]
 
 NORMS = ("linf", "l2")
 MODES = ("eval", "train", "batch-stats")
+#: The model mode in which PGD crafts adversarial *training* examples by default: train mode
+#: (BatchNorm batch statistics), as the paper's reference code and adversarial training do.
+TRAINING_MODE = "train"
 _RANGE_TOL = 1e-6  # inputs outside [0, 1] by more than this are rejected
 
 
 @dataclass(frozen=True)
 class PGDPreset:
-    """Published attack settings (METHOD.md §6)."""
+    """Published attack settings (docs/method.md, Robustness)."""
 
     eps: float  # radius of the L∞ ball in [0, 1] pixel units
     alpha: float  # step size
@@ -368,7 +378,7 @@ def _attack_mapping(
 class AdversarialBatches:
     """Re-iterable ``(x_adv, y)`` batches: PGD examples crafted on the fly from ``data``.
 
-    Use it to align robust endpoints on adversarial inputs (METHOD.md §6): correlation
+    Use it to align robust endpoints on adversarial inputs (docs/method.md, Robustness): correlation
     alignment needs *the same* inputs fed to both networks, so the examples are crafted
     against one network (``model``, by convention endpoint A — the reference of the
     alignment) and then shown to both. Every iteration reseeds the random start from
@@ -428,3 +438,15 @@ def alignment_batches(
     if attack is None:
         return loader
     return AdversarialBatches(attack, loader, model=reference, seed=seed)
+
+
+def adversarial_training(
+    pgd: PGD, mode: str = TRAINING_MODE
+) -> Callable[[nn.Module, Tensor, Tensor], Tensor]:
+    """The ``attack`` hook of :func:`~neuralign.training.train_model` for adversarial training.
+
+    The examples are crafted with the model in ``mode`` (default :data:`TRAINING_MODE`:
+    train mode, BatchNorm on batch statistics), whatever ``pgd.mode`` says; evaluation keeps
+    using ``pgd`` itself (eval mode by default).
+    """
+    return pgd.with_options(mode=mode).attack_model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,17 +10,18 @@ import click
 
 from neuralign.alignment import align
 from neuralign.cli.app import cli
-from neuralign.cli.common import DataSource, check_fits, echo_table, load_pair
+from neuralign.cli.common import DataSource, echo_table, pair_and_train
 from neuralign.cli.options import (
     attack_options,
     dataset_options,
     default,
     device_option,
+    json_option,
     param_default,
     progress_option,
     sgd_option,
 )
-from neuralign.experiment.config import AlignConfig, ExperimentConfig, RobustConfig
+from neuralign.experiment import AlignConfig, ExperimentConfig, RobustConfig
 
 
 def _example_input(model: Any, dataset: str | None, data_dir: str | None) -> Any:
@@ -143,6 +145,7 @@ def _print_alignment(res: Any) -> None:
 @attack_options
 @device_option
 @progress_option
+@json_option
 def align_cmd(
     model_a: str,
     model_b: str,
@@ -157,12 +160,12 @@ def align_cmd(
     attack: dict[str, Any],
     device: str,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Permute MODEL_B's hidden units to match MODEL_A's; write the aligned model."""
     from neuralign.alignment.plot import plot_correlation
     from neuralign.attacks import PGD, alignment_batches
     from neuralign.data import alignment_subset
-    from neuralign.device import select_device
     from neuralign.io import read_metadata, save_checkpoint
     from neuralign.io.outputs import check_not_input, checkpoint_out_path
 
@@ -171,10 +174,7 @@ def align_cmd(
     for path, option in ((out, "--out"), (perm_path, "--out (its .perm.json)"), (plot, "--plot")):
         if path is not None:
             check_not_input(path, [model_a, model_b], option)
-    dev = select_device(device)
-    a, b = load_pair(model_a, model_b, dev)
-    train = data.load("train")
-    check_fits(a, train, model_a)
+    dev, a, b, train = pair_and_train(model_a, model_b, data, device)
     batches = alignment_batches(
         alignment_subset(train, fraction=subset_fraction, seed=seed),
         batch_size=default(AlignConfig, "batch_size"),
@@ -192,17 +192,25 @@ def align_cmd(
         seed=seed,
         progress=progress,
     )
-    _print_alignment(res)
+    if not as_json:
+        _print_alignment(res)
     meta = read_metadata(model_b)
     meta.pop("arch", None)
     meta.update({"aligned_to": str(model_a), "alignment_method": method, "align_on": align_on})
     save_checkpoint(out, res.aligned_b, meta)
     res.permutation.save(perm_path)
+    if plot:
+        groups = [g for g in res.spec.groups if g in res.correlation_before]
+        plot_correlation(groups, res.correlation_before, res.correlation_after, plot)
+    if as_json:
+        summary: dict[str, Any] = {"method": method, "out": out, "permutation": str(perm_path)}
+        summary["plot"] = plot
+        summary.update({"num_images": res.num_images, "seconds": res.seconds})
+        click.echo(json.dumps({**summary, "groups": res.table(), "objective": res.objective}))
+        return
     click.echo(
         f"{method} alignment on {res.num_images} images in {res.seconds:.1f}s -> {out} "
         f"(permutation: {perm_path})"
     )
     if plot:
-        groups = [g for g in res.spec.groups if g in res.correlation_before]
-        plot_correlation(groups, res.correlation_before, res.correlation_after, plot)
         click.echo(f"figure written to {plot}")

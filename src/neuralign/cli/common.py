@@ -87,8 +87,7 @@ def echo_table(rows: list[list[Any]], header: list[str]) -> None:
 
 def load_pair(model_a: str, model_b: str, dev: Any) -> tuple[Any, Any]:
     """Load two checkpoints and check they are of one architecture (same keys and shapes)."""
-    from neuralign.io import load_model
-    from neuralign.io.checkpoint import check_state_dict
+    from neuralign.io import check_state_dict, load_model
 
     a = load_model(model_a, device=dev)
     b = load_model(model_b, device=dev)
@@ -147,3 +146,21 @@ def schedule_fields(schedule: str, epochs: int) -> dict[str, Any]:
     same as an N-epoch run, so resuming with more epochs continues the same run.
     """
     return {"epochs": epochs} if schedule in ("cosine", "robust") else {}
+
+
+def pair_and_train(
+    model_a: str, model_b: str, data: DataSource, device: str
+) -> tuple[Any, Any, Any, Any]:
+    """The prologue of the commands on two networks and training data (align, curve, pam).
+
+    Returns:
+        ``(device, model_a, model_b, train)``: the selected device, both checkpoints loaded
+        onto it and checked to be one architecture, and the training split checked to fit.
+    """
+    from neuralign.device import select_device
+
+    dev = select_device(device)
+    a, b = load_pair(model_a, model_b, dev)
+    train = data.load("train")
+    check_fits(a, train, model_a)
+    return dev, a, b, train

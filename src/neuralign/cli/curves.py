@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,8 @@ from neuralign.cli.app import cli
 from neuralign.cli.common import (
     DataSource,
     TrainArgs,
-    check_fits,
     claim_out,
-    load_pair,
+    pair_and_train,
     schedule_fields,
 )
 from neuralign.cli.options import (
@@ -22,10 +22,11 @@ from neuralign.cli.options import (
     dataset_options,
     default,
     device_option,
+    json_option,
     progress_option,
     sgd_option,
 )
-from neuralign.curves import CurveTrainConfig
+from neuralign.curves import CurveTrainConfig, curve_families, curve_family
 from neuralign.pamopt import PAMConfig
 
 
@@ -34,7 +35,10 @@ from neuralign.pamopt import PAMConfig
 @click.argument("model_b", type=click.Path())
 @dataset_options
 @click.option(
-    "--kind", type=click.Choice(["bezier", "polychain"]), default="bezier", show_default=True
+    "--kind",
+    type=click.Choice([f for f in curve_families() if f != "line"]),
+    default="bezier",
+    show_default=True,
 )
 @click.option(
     "--bends",
@@ -53,6 +57,7 @@ from neuralign.pamopt import PAMConfig
 )
 @device_option
 @progress_option
+@json_option
 def curve_cmd(
     model_a: str,
     model_b: str,
@@ -65,17 +70,14 @@ def curve_cmd(
     out: str,
     device: str,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Train a Bezier curve or polygonal chain between two checkpoints (resumable)."""
-    from neuralign.curves import Bezier, PolyChain, train_curve
-    from neuralign.device import select_device
+    from neuralign.curves import train_curve
 
-    dev = select_device(device)
-    a, b = load_pair(model_a, model_b, dev)
-    train = data.load("train")
-    check_fits(a, train, model_a)
+    dev, a, b, train = pair_and_train(model_a, model_b, data, device)
     train = loader.subset(train)
-    cls = Bezier if kind == "bezier" else PolyChain
+    cls = curve_family(kind)
     meta = {"model_a": model_a, "model_b": model_b, "dataset": data.dataset}
     curve = cls(a, b, num_bends=bends, metadata=meta).to(dev)
     fields = {
@@ -99,6 +101,10 @@ def curve_cmd(
         seed=loader.seed,
     )
     last = res.history[-1] if res.history else {}
+    if as_json:
+        summary = {"kind": kind, "bends": bends, "epochs": epochs, "history": res.history}
+        click.echo(json.dumps({**summary, "out": str(Path(out) / "curve.safetensors")}))
+        return
     click.echo(
         f"{kind} curve ({bends} bends) trained for {epochs} epochs: final train loss "
         f"{last.get('loss', float('nan')):.4f} -> {Path(out) / 'curve.safetensors'}"

@@ -122,6 +122,7 @@ def merge_cmd(
         "repair": repair,
         "rounds": res.rounds,
         "converged": res.converged,
+        "moved_units": res.moved_units,
         "evaluation": res.evaluation,
         "out": out,
     }
@@ -140,7 +141,8 @@ def merge_cmd(
         echo_table(rows, ["model", "test acc %", "test loss"])
     if len(models) > 2:
         state = "converged" if res.converged else "not converged"
-        click.echo(f"MergeMany: {res.rounds} rounds ({state})")
+        last = f", {res.moved_units[-1]} units moved in the last" if res.moved_units else ""
+        click.echo(f"MergeMany: {res.rounds} rounds ({state}{last})")
     if res.repair is not None:
         click.echo(
             f"REPAIR corrected {len(res.repair.corrected)} layer(s); "

@@ -15,9 +15,9 @@ from typing import Any
 import click
 
 from neuralign.cli.common import DataSource, PathArgs, TrainArgs
-from neuralign.curves.config import CurveTrainConfig
-from neuralign.data.recipes import BN_MODES
-from neuralign.experiment.config import (
+from neuralign.curves import CurveTrainConfig
+from neuralign.data import BN_MODES
+from neuralign.experiment import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,

@@ -9,7 +9,13 @@ from typing import Any
 import click
 
 from neuralign.cli.app import cli
-from neuralign.cli.common import DataSource, TrainArgs, check_fits, claim_out, echo_table, load_pair
+from neuralign.cli.common import (
+    DataSource,
+    TrainArgs,
+    claim_out,
+    echo_table,
+    pair_and_train,
+)
 from neuralign.cli.options import (
     curve_sgd_options,
     dataset_options,
@@ -19,7 +25,7 @@ from neuralign.cli.options import (
     progress_option,
 )
 from neuralign.curves import CurveTrainConfig
-from neuralign.experiment.config import AlignConfig
+from neuralign.experiment import AlignConfig
 from neuralign.pamopt import PAMConfig
 
 
@@ -29,7 +35,16 @@ from neuralign.pamopt import PAMConfig
 @dataset_options
 @grouped(
     "pam",
-    ["outer_iterations", "p_epochs", "p_lr", "nu", "projection", "round_samples", "bends"],
+    [
+        "outer_iterations",
+        "p_epochs",
+        "p_budget",
+        "p_lr",
+        "nu",
+        "projection",
+        "round_samples",
+        "bends",
+    ],
 )
 @click.option(
     "--init",
@@ -43,8 +58,13 @@ from neuralign.pamopt import PAMConfig
               help="Outer P-step + curve-step iterations (paper: 1).")  # fmt: skip
 @click.option("--p-epochs", type=click.IntRange(min=0), default=default(PAMConfig, "p_epochs"),
               show_default=True, help="Epochs of each P-step (paper: 20).")  # fmt: skip
+@click.option("--p-budget", type=click.FloatRange(min=0, min_open=True),
+              default=default(PAMConfig, "p_budget"), show_default=True,
+              help="Total P-step step size (sum of eta over its minibatch steps; the paper's "
+              "20 epochs x 390 steps x 0.005). The step is the larger of half of --lr and "
+              "this budget over the P-step's steps.")  # fmt: skip
 @click.option("--p-lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="P-step step size (default: half of --lr).")  # fmt: skip
+              help="A fixed P-step step size (overrides --p-budget).")  # fmt: skip
 @click.option("--nu", type=click.FloatRange(min=0, min_open=True), default=default(PAMConfig, "nu"),
               show_default=True, help="Proximal parameter of the P-step.")  # fmt: skip
 @click.option("--projection", type=click.Choice(["exact", "dykstra", "sinkhorn"]),
@@ -97,15 +117,11 @@ def pam_cmd(
     """
     from neuralign.attacks import alignment_batches
     from neuralign.data import alignment_subset, make_loader
-    from neuralign.device import select_device
     from neuralign.io import save_checkpoint
     from neuralign.pamopt import pam as run_pam
     from neuralign.pamopt import scoring_subset
 
-    dev = select_device(device)
-    a, b = load_pair(model_a, model_b, dev)
-    train = data.load("train")
-    check_fits(a, train, model_a)
+    dev, a, b, train = pair_and_train(model_a, model_b, data, device)
     train = loader.subset(train)
     seed = loader.seed
     cfg = PAMConfig(
@@ -115,7 +131,7 @@ def pam_cmd(
     )
     # A fixed, non-augmented training subset scores rounding candidates and logs the objective.
     score_set = scoring_subset(train, cfg, seed=seed + 1)
-    fields = {
+    fields: dict[str, Any] = {
         "pam": cfg.to_dict(),
         "init": init,
         "align_fraction": align_fraction,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,13 @@ import click
 
 from neuralign.cli.app import cli
 from neuralign.cli.common import DataSource, PathArgs, check_fits, load_pair
-from neuralign.cli.options import dataset_options, device_option, path_options, progress_option
+from neuralign.cli.options import (
+    dataset_options,
+    device_option,
+    json_option,
+    path_options,
+    progress_option,
+)
 
 
 def _evaluate(
@@ -37,8 +44,8 @@ def _evaluate(
     )
 
 
-def _print_path(res: Any) -> None:
-    """Print the summary line; refuse (before anything is written) a non-finite path."""
+def _print_path(res: Any, as_json: bool = False, out: str | None = None) -> None:
+    """Print the summary (text or JSON); refuse (before anything is written) a non-finite path."""
     bad = res.non_finite()
     if bad:
         from neuralign.errors import DivergedError
@@ -48,6 +55,13 @@ def _print_path(res: Any) -> None:
             f"the path has non-finite values ({where}): its metrics would be NaN, not a "
             "barrier; nothing written (is a model or the curve diverged?)"
         )
+    if as_json:
+        metrics = ("endpoint_accuracy", "min_accuracy", "avg_accuracy", "max_loss")
+        summary: dict[str, Any] = {m: getattr(res, m) for m in metrics}
+        summary.update({"loss_barrier": res.loss_barrier, "error_barrier": res.error_barrier})
+        summary.update({"ts": res.ts, "test_acc": res.test_acc, "test_loss": res.test_loss})
+        click.echo(json.dumps({**summary, "out": out}))
+        return
     click.echo(
         f"endpoint acc {res.endpoint_accuracy:.2f}%  min acc {res.min_accuracy:.2f}%  "
         f"avg acc (arc length) {res.avg_accuracy:.2f}%  max loss {res.max_loss:.4f}  "
@@ -65,6 +79,7 @@ def _print_path(res: Any) -> None:
 )
 @device_option
 @progress_option
+@json_option
 def interpolate_cmd(
     model_a: str,
     model_b: str,
@@ -73,6 +88,7 @@ def interpolate_cmd(
     out: str | None,
     device: str,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Evaluate the straight line between two checkpoints (BN recomputed at each t)."""
     from neuralign.curves import Line
@@ -88,10 +104,11 @@ def interpolate_cmd(
         progress,
         {"kind": "line", "model_a": model_a, "model_b": model_b},
     )
-    _print_path(res)
+    _print_path(res, as_json, out)
     if out:
         res.save(out)
-        click.echo(f"path written to {out}")
+        if not as_json:
+            click.echo(f"path written to {out}")
 
 
 @cli.command("eval-path")
@@ -101,6 +118,7 @@ def interpolate_cmd(
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PathResult JSON.")
 @device_option
 @progress_option
+@json_option
 def eval_path_cmd(
     paths: tuple[str, ...],
     data: DataSource,
@@ -108,6 +126,7 @@ def eval_path_cmd(
     out: str,
     device: str,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Evaluate a path: a CURVE_DIR (or curve .safetensors) or two checkpoints A B (the line)."""
     from neuralign.curves import Curve, Line
@@ -135,9 +154,10 @@ def eval_path_cmd(
         progress,
         meta,
     )
-    _print_path(res)
+    _print_path(res, as_json, out)
     res.save(out)
-    click.echo(f"path written to {out}")
+    if not as_json:
+        click.echo(f"path written to {out}")
 
 
 @cli.command("plot")
@@ -156,7 +176,12 @@ def eval_path_cmd(
     show_default=True,
 )
 @click.option("--title", default=None)
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG file.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Figure file (.png or .pdf; the other format is written beside it).",
+)
 def plot_cmd(
     results: tuple[str, ...], labels: tuple[str, ...], metric: str, title: str | None, out: str
 ) -> None:
@@ -172,5 +197,7 @@ def plot_cmd(
             series.setdefault(label, []).append(PathResult.load(f))
         except (ValueError, KeyError, TypeError) as exc:
             raise click.UsageError(f"{f} is not a PathResult JSON file ({exc})") from None
+    from neuralign.io.figures import companion_paths
+
     plot_paths(series, out, metric=metric, title=title)
-    click.echo(f"figure written to {out}")
+    click.echo(f"figure written to {' and '.join(map(str, companion_paths(out)))}")

@@ -97,6 +97,7 @@ def plane_cmd(
     from neuralign.curves import Curve
     from neuralign.data import balanced_subset, bn_loader, make_loader
     from neuralign.device import select_device
+    from neuralign.io.figures import companion_paths
     from neuralign.paths import plot_plane
 
     p = Path(curve_dir)
@@ -126,8 +127,8 @@ def plane_cmd(
     json_path = plane.save(folder / "plane.json")
     figures = []
     for metric, stem in (("test_loss", "plane-loss"), ("test_error", "plane-error")):
-        for suffix in (".png", ".pdf"):
-            figures.append(str(plot_plane(plane, folder / f"{stem}{suffix}", metric=metric)))
+        png = plot_plane(plane, folder / f"{stem}.png", metric=metric)  # and the .pdf twin
+        figures += [str(p) for p in companion_paths(png)]
     best = min(min(row) for row in plane.test_loss)
     top = max(max(row) for row in plane.test_acc)
     if as_json:

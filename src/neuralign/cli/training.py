@@ -15,10 +15,11 @@ from neuralign.cli.options import (
     default,
     device_option,
     grouped,
+    json_option,
     progress_option,
     sgd_option,
 )
-from neuralign.experiment.config import EvalConfig, ModelConfig
+from neuralign.experiment import EvalConfig, ModelConfig
 from neuralign.training import TrainConfig
 
 
@@ -91,6 +92,7 @@ from neuralign.training import TrainConfig
 @attack_options
 @device_option
 @progress_option
+@json_option
 def train_cmd(
     arch: str,
     width: float | None,
@@ -102,6 +104,7 @@ def train_cmd(
     attack: dict[str, Any],
     device: str,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Train an endpoint network (SGD, the paper's schedule), resumable.
 
@@ -126,9 +129,10 @@ def train_cmd(
     meta: dict[str, Any] = {"dataset": data.dataset}
     pgd = None
     if adversarial:
-        from neuralign.attacks import PGD
+        from neuralign.attacks import PGD, TRAINING_MODE
 
-        pgd = PGD(**attack)
+        # crafted with the model in train mode (BatchNorm batch statistics), as in the paper
+        pgd = PGD(**attack).with_options(mode=TRAINING_MODE)
         meta["adversarial_training"] = pgd.config()
     # Everything that determines the trained weights (docs/reliability.md, "Resume with
     # changed arguments"); not the device or progress bars.
@@ -155,6 +159,11 @@ def train_cmd(
         attack=pgd.attack_model if pgd else None,
         metadata=meta,
     )
+    if as_json:
+        summary = {"arch": arch, "seed": seed, "checkpoint": str(res.checkpoint)}
+        summary.update({"test_accuracy": res.test_acc, "test_loss": res.test_loss})
+        click.echo(json.dumps({**summary, "epochs": len(res.history), "history": res.history}))
+        return
     if res.resumed_from_epoch >= cfg.epochs:
         click.echo(f"{out_dir}: already trained for {cfg.epochs} epochs")
     click.echo(
@@ -177,6 +186,7 @@ def train_cmd(
 )
 @sgd_option(EvalConfig, "batch_size")
 @device_option
+@json_option
 def eval_cmd(
     checkpoint: str,
     data: DataSource,
@@ -184,6 +194,7 @@ def eval_cmd(
     arch: str | None,
     batch_size: int,
     device: str,
+    as_json: bool,
 ) -> None:
     """Loss and accuracy of a checkpoint on a dataset split."""
     from neuralign.data import make_loader
@@ -196,14 +207,8 @@ def eval_cmd(
     model = load_model(checkpoint, arch=arch, device=dev)
     check_fits(model, ds, checkpoint)
     loss, acc = evaluate_model(model, make_loader(ds, batch_size, device=dev))
-    click.echo(
-        json.dumps(
-            {
-                "checkpoint": checkpoint,
-                "dataset": data.dataset,
-                "split": split,
-                "loss": round(loss, 6),
-                "accuracy": round(acc, 4),
-            }
-        )
-    )
+    if as_json:
+        summary = {"checkpoint": checkpoint, "dataset": data.dataset, "split": split}
+        click.echo(json.dumps({**summary, "loss": round(loss, 6), "accuracy": round(acc, 4)}))
+        return
+    click.echo(f"{checkpoint} on {data.dataset} {split}: accuracy {acc:.2f}%  loss {loss:.4f}")

@@ -2,6 +2,8 @@
 
 from neuralign.curves.base import (
     Curve,
+    curve_families,
+    curve_family,
     functional_forward,
     interpolated_keys,
     parameter_distance,
@@ -20,6 +22,8 @@ __all__ = [
     "Line",
     "PolyChain",
     "bernstein",
+    "curve_families",
+    "curve_family",
     "functional_forward",
     "interpolated_keys",
     "parameter_distance",

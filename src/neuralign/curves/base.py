@@ -521,8 +521,13 @@ class Curve(nn.Module):
                 )
             try:
                 from neuralign.models import create_model  # type: ignore[attr-defined]
+                from neuralign.models.reference import is_reference, require_trusted
 
+                if is_reference(spec["name"]):
+                    require_trusted(spec["name"], str(path))  # a file naming code: only if allowed
                 model = create_model(spec["name"], **spec.get("kwargs", {}))
+            except CheckpointError:
+                raise
             except Exception as exc:
                 raise CheckpointError(
                     f"cannot rebuild the model from spec {spec}: {exc}; pass model=..."
@@ -568,3 +573,23 @@ class Curve(nn.Module):
                 for i, key in enumerate(interp):
                     curve._bend_tensor(k, i).copy_(tensors[f"bend{k}/{key}"])
         return curve
+
+
+def curve_families() -> tuple[str, ...]:
+    """Names of the registered curve families (every imported :class:`Curve` subclass that
+    sets ``family``), e.g. ``("bezier", "polychain", "line")``."""
+    return tuple(Curve._registry)
+
+
+def curve_family(name: str) -> type[Curve]:
+    """The :class:`Curve` subclass registered as ``name``.
+
+    Raises:
+        ConfigError: For an unknown family.
+    """
+    try:
+        return Curve._registry[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown curve family {name!r}; choose from {', '.join(curve_families())}"
+        ) from None

@@ -3,7 +3,7 @@
 :func:`~neuralign.curves.train_curve` consumes a :class:`CurveTrainConfig`; the PAM
 configuration (:class:`neuralign.pamopt.PAMConfig`) embeds one for its curve steps, the
 experiment's ``[curves]`` table extends it, and the CLI reads its option defaults from it.
-Defaults are the paper's (Tatro et al. 2020, Sec. 4 and App. A; Garipov et al. 2018): SGD
+Defaults are the paper's (Tatro et al. 2020; Garipov et al. 2018): SGD
 with momentum 0.9, lr 1e-2 halved every 20 epochs, 250 epochs, L2 5e-4 on the point of the
 curve.
 """

@@ -16,7 +16,6 @@ via Neuron Alignment", Sec. 3). BatchNorm layers use batch statistics.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -29,26 +28,35 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
 from neuralign.curves.base import Curve, functional_forward
 from neuralign.curves.config import CurveTrainConfig
 from neuralign.data.loader import TensorLoader
 from neuralign.errors import CheckpointError, ConfigError
-from neuralign.io.atomic import atomic_path, atomic_write_text
+from neuralign.io.atomic import atomic_write_text
 from neuralign.models.common import split_logits
+from neuralign.optim.runner import amp_autocast, get_rng_state, run_epochs, set_rng_state
 from neuralign.optim.schedules import lr_at
 
-__all__ = ["CurveAttack", "CurveTrainConfig", "CurveTrainResult", "train_curve"]
+__all__ = [
+    "CurveAttack",
+    "CurveEvaluator",
+    "CurveTrainConfig",
+    "CurveTrainResult",
+    "train_curve",
+]
 
 #: ``attack(model, state, x, y) -> x_adv``: crafts inputs against the point φ(t) (robust curves).
 CurveAttack = Callable[[nn.Module, Mapping[str, Tensor], Tensor, Tensor], Tensor]
+#: ``evaluate(curve) -> metrics``: in-training evaluation merged into each epoch's record.
+CurveEvaluator = Callable[[Curve], Mapping[str, float]]
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_NAME = "curve_train_state.pt"
 _CURVE_NAME = "curve.safetensors"
+_FORMAT = "neuralign.curve_train"
 
 
 @dataclass
@@ -81,19 +89,6 @@ def _curve_device(curve: Curve) -> torch.device:
     return torch.device("cpu")
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def train_curve(
     curve: Curve,
     data: Iterable[Any],
@@ -104,9 +99,7 @@ def train_curve(
     log_path: str | os.PathLike[str] | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
-    test_data: Iterable[Any] | None = None,
-    test_t: float = 0.5,
-    bn_batches: int | None = 50,
+    evaluate: CurveEvaluator | None = None,
     attack: CurveAttack | None = None,
     amp: bool = True,
     compile: bool = False,
@@ -161,15 +154,12 @@ def train_curve(
         checkpoint_dir: Save (and resume from) a training checkpoint here; the final curve is
             also written there as ``curve.safetensors``.
         seed: Seed of the generator drawing ``t``.
-        test_data: Optional ``(x, y)`` batches; after every epoch loss and accuracy at
-            ``t = test_t`` are recorded (BatchNorm statistics recomputed on the first
-            ``bn_batches`` training batches).
-        test_t: Where on the curve to test.
-        bn_batches: Batches used to recompute BatchNorm statistics for the test
-            (``None``: all).
+        evaluate: Called with the curve after every epoch; the metrics it returns join
+            that epoch's record (e.g. :func:`neuralign.paths.curve_test_point`: test loss and
+            accuracy at one ``t`` with BatchNorm recomputed).
         amp: bf16 autocast and channels-last input on CUDA (ignored elsewhere).
         compile: Compile the functional forward with :func:`torch.compile`.
-        attack: Robust curve training (Tatro et al. 2020, §5; METHOD.md §6): per minibatch,
+        attack: Robust curve training (Tatro et al. 2020; docs/method.md, Robustness): per minibatch,
             ``attack(curve.model, state, x, y)`` crafts inputs against the sampled point
             :math:`\varphi(t)` (``state``: its detached state dict, e.g.
             :meth:`neuralign.attacks.PGD.attack_state`) and the curve is trained on those
@@ -188,7 +178,6 @@ def train_curve(
     """
     cfg = CurveTrainConfig.of(config or CurveTrainConfig()).replace(**overrides)
     cfg.validate("train_curve")
-    epochs, lr = cfg.epochs, cfg.lr
     params = curve.control_parameters()
     if not params:
         raise ConfigError(
@@ -199,23 +188,9 @@ def train_curve(
         curve.to(device)
     dev = _curve_device(curve)
     optimizer = torch.optim.SGD(
-        params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=0.0
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=0.0
     )
     generator = torch.Generator().manual_seed(seed)
-    history: list[dict[str, float]] = []
-    start = 0
-    result = CurveTrainResult()
-
-    ckpt_path: Path | None = None
-    if checkpoint_dir is not None:
-        ckpt_path = Path(checkpoint_dir) / _CHECKPOINT_NAME
-        result.checkpoint_path = ckpt_path
-        if ckpt_path.exists():
-            start, history = _resume(ckpt_path, curve, optimizer, generator)
-            result.resumed_from = start
-            logger.info("resuming curve training from %s at epoch %d", ckpt_path, start)
-
-    modes = {m: m.training for m in curve.modules()}
     keys = curve.interpolated_keys
     distributed = dist_.is_distributed()
     if distributed and isinstance(data, TensorLoader) and data.world_size != dist_.world_size():
@@ -225,177 +200,128 @@ def train_curve(
             data.world_size,
         )
     use_amp = amp and dev.type == "cuda"
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
-        if use_amp
-        else contextlib.nullcontext
-    )
+    autocast = amp_autocast(dev, amp)
 
     def forward(state: Mapping[str, Tensor], x: Tensor) -> Any:
         return functional_forward(curve.model, state, x)
 
     fwd = torch.compile(forward) if compile else forward
-    try:
-        bar = tqdm(
-            range(start, epochs),
-            total=epochs,
-            initial=start,
-            desc=f"curve ({curve.family})",
-            disable=not (progress and dist_.is_main()),
-            unit="epoch",
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        curve.train()
+        if hasattr(data, "set_epoch"):
+            data.set_epoch(epoch)
+        epoch_lr = lr_at(
+            epoch,
+            base_lr=cfg.lr,
+            schedule=cfg.schedule,
+            epochs=cfg.epochs,
+            step=cfg.lr_step,
+            gamma=cfg.lr_gamma,
         )
-        for epoch in bar:
-            t0 = time.perf_counter()
-            curve.train()
-            if hasattr(data, "set_epoch"):
-                data.set_epoch(epoch)
-            epoch_lr = lr_at(
-                epoch,
-                base_lr=lr,
-                schedule=cfg.schedule,
-                epochs=epochs,
-                step=cfg.lr_step,
-                gamma=cfg.lr_gamma,
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = epoch_lr
-            # loss, objective, correct, count: summed on the device, read once per epoch
-            sums = torch.zeros(4, dtype=torch.float64, device=dev)
-            for x, y in data:
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                if use_amp and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                t = float(torch.rand((), generator=generator))
-                state = curve.state_at(t)
-                if attack is not None:
-                    x = attack(curve.model, {k: v.detach() for k, v in state.items()}, x, y)
-                with autocast():
-                    out = fwd(state, x)
-                logits, aux = split_logits(out)
-                ce = F.cross_entropy(logits.float(), y)
-                objective = ce
-                for a in aux:
-                    objective = objective + cfg.aux_weight * F.cross_entropy(a.float(), y)
-                if cfg.weight_decay:
-                    l2 = torch.stack([state[k].float().pow(2).sum() for k in keys]).sum()
-                    objective = objective + 0.5 * cfg.weight_decay * l2
-                optimizer.zero_grad(set_to_none=True)
-                if objective.requires_grad:  # False only at t == 0 exactly (the endpoint)
-                    objective.backward()
-                    dist_.all_reduce_gradients_(params)
-                    optimizer.step()
-                bs = y.shape[0]
-                with torch.no_grad():
-                    sums[0] += ce.detach().double() * bs
-                    sums[1] += objective.detach().double() * bs
-                    sums[2] += (logits.detach().argmax(1) == y).sum()
-                    sums[3] += bs
-            if distributed:
-                dist_.all_reduce_(sums)
-            loss_sum, objective_sum, correct, n_seen = sums.tolist()
-            if n_seen == 0:
-                raise ConfigError("train_curve: the training data yielded no batch")
-            record: dict[str, float] = {
-                "epoch": epoch + 1,
-                "loss": loss_sum / n_seen,
-                "objective": objective_sum / n_seen,
-                "acc": 100.0 * correct / n_seen,
-                "lr": epoch_lr,
-            }
-            if test_data is not None:
-                record.update(_test_point(curve, data, test_data, test_t, bn_batches))
-            record["time"] = time.perf_counter() - t0
-            history.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc']:.1f}")
-            logger.info("curve epoch %d: %s", epoch + 1, record)
-            if ckpt_path is not None or log_path is not None:
-                dist_.on_main(
-                    lambda ep=epoch + 1: _write_epoch(
-                        ckpt_path, log_path, curve, optimizer, generator, ep, history
-                    )
-                )
-        bar.close()
-    finally:
-        for m, flag in modes.items():
-            m.training = flag
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr
+        # loss, objective, correct, count: summed on the device, read once per epoch
+        sums = torch.zeros(4, dtype=torch.float64, device=dev)
+        for x, y in data:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            if use_amp and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            t = float(torch.rand((), generator=generator))
+            state = curve.state_at(t)
+            if attack is not None:
+                x = attack(curve.model, {k: v.detach() for k, v in state.items()}, x, y)
+            with autocast():
+                out = fwd(state, x)
+            logits, aux = split_logits(out)
+            ce = F.cross_entropy(logits.float(), y)
+            objective = ce
+            for a in aux:
+                objective = objective + cfg.aux_weight * F.cross_entropy(a.float(), y)
+            if cfg.weight_decay:
+                l2 = torch.stack([state[k].float().pow(2).sum() for k in keys]).sum()
+                objective = objective + 0.5 * cfg.weight_decay * l2
+            optimizer.zero_grad(set_to_none=True)
+            if objective.requires_grad:  # False only at t == 0 exactly (the endpoint)
+                objective.backward()
+                dist_.all_reduce_gradients_(params)
+                optimizer.step()
+            bs = y.shape[0]
+            with torch.no_grad():
+                sums[0] += ce.detach().double() * bs
+                sums[1] += objective.detach().double() * bs
+                sums[2] += (logits.detach().argmax(1) == y).sum()
+                sums[3] += bs
+        if distributed:
+            dist_.all_reduce_(sums)
+        loss_sum, objective_sum, correct, n_seen = sums.tolist()
+        if n_seen == 0:
+            raise ConfigError("train_curve: the training data yielded no batch")
+        record: dict[str, float] = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / n_seen,
+            "objective": objective_sum / n_seen,
+            "acc": 100.0 * correct / n_seen,
+            "lr": epoch_lr,
+        }
+        if evaluate is not None:
+            record.update(evaluate(curve))
+        record["time"] = time.perf_counter() - t0
+        return record
+
+    def save_state(done: int, history: list[dict[str, float]]) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "family": curve.family,
+            "num_bends": curve.num_bends,
+            "interpolated_keys": list(curve.interpolated_keys),
+            "epoch": done,
+            "points": [p.detach().cpu().clone() for p in curve.control_parameters()],
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "rng": get_rng_state(),
+            "history": history,
+        }
+
+    def load_state(payload: dict[str, Any]) -> tuple[int, list[dict[str, float]]]:
+        _restore(payload, ckpt_path, curve, optimizer, generator)
+        return int(payload["epoch"]), list(payload["history"])
+
+    def publish(done: int, history: list[dict[str, float]]) -> None:
+        if log_path is not None:
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+
+    ckpt_path = Path(checkpoint_dir) / _CHECKPOINT_NAME if checkpoint_dir is not None else None
+    run = run_epochs(
+        train_epoch,
+        cfg.epochs,
+        checkpoint=ckpt_path,
+        save_state=save_state,
+        load_state=load_state,
+        publish=publish if log_path is not None else None,
+        modules=[curve],
+        desc=f"curve ({curve.family})",
+        progress=progress,
+        postfix=lambda r: {"loss": f"{r['loss']:.3f}", "acc": f"{r['acc']:.1f}"},
+    )
     if checkpoint_dir is not None:
         final = Path(checkpoint_dir) / _CURVE_NAME
         dist_.on_main(lambda: curve.save(final))
-    result.history = history
-    return result
+    return CurveTrainResult(
+        history=run.history, resumed_from=run.resumed_from, checkpoint_path=ckpt_path
+    )
 
 
-def _write_epoch(
-    ckpt_path: Path | None,
-    log_path: str | os.PathLike[str] | None,
+def _restore(
+    payload: dict[str, Any],
+    path: Path | None,
     curve: Curve,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
-    epoch: int,
-    history: list[dict[str, float]],
 ) -> None:
-    """Save the training checkpoint and the JSON-lines history (rank 0 only)."""
-    if ckpt_path is not None:
-        _save_checkpoint(ckpt_path, curve, optimizer, generator, epoch, history)
-    if log_path is not None:
-        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
-
-
-def _test_point(
-    curve: Curve,
-    train_data: Iterable[Any],
-    test_data: Iterable[Any],
-    t: float,
-    bn_batches: int | None,
-) -> dict[str, float]:
-    # Deferred import: paths builds on curves, not the other way round.
-    from neuralign.paths.bn import has_batchnorm, recompute_bn
-    from neuralign.paths.evaluate import evaluate_state
-
-    with torch.no_grad():
-        state = curve.state_at(t)
-    if has_batchnorm(curve.model):
-        state = recompute_bn(curve.model, state, train_data, max_batches=bn_batches)
-    loss, acc = evaluate_state(curve.model, state, test_data)
-    return {"test_loss": loss, "test_acc": acc}
-
-
-def _save_checkpoint(
-    path: Path,
-    curve: Curve,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    epoch: int,
-    history: list[dict[str, float]],
-) -> None:
-    payload: dict[str, Any] = {
-        "format": "neuralign.curve_train",
-        "family": curve.family,
-        "num_bends": curve.num_bends,
-        "interpolated_keys": list(curve.interpolated_keys),
-        "epoch": epoch,
-        "points": [p.detach().cpu().clone() for p in curve.control_parameters()],
-        "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(),
-        "rng": _rng_state(),
-        "history": history,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def _resume(
-    path: Path,
-    curve: Curve,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-) -> tuple[int, list[dict[str, float]]]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read curve training checkpoint {path}: {exc}") from exc
     if (
-        payload.get("format") != "neuralign.curve_train"
+        payload.get("format") != _FORMAT
         or payload.get("family") != curve.family
         or payload.get("num_bends") != curve.num_bends
         or payload.get("interpolated_keys") != list(curve.interpolated_keys)
@@ -415,5 +341,4 @@ def _resume(
             p.copy_(q)
     optimizer.load_state_dict(payload["optimizer"])
     generator.set_state(payload["generator"])
-    _set_rng_state(payload["rng"])
-    return int(payload["epoch"]), list(payload["history"])
+    set_rng_state(payload["rng"])

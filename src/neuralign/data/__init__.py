@@ -10,6 +10,7 @@ from neuralign.data.datasets import Dataset, DatasetInfo, default_data_root
 from neuralign.data.download import download_file, extract_archive
 from neuralign.data.loader import Augment, TensorLoader
 from neuralign.data.recipes import (
+    BN_MODES,
     alignment_subset,
     bn_loader,
     bn_subset,
@@ -28,6 +29,7 @@ from neuralign.data.subset import balanced_subset
 from neuralign.data.synthetic import parse_synthetic_name
 
 __all__ = [
+    "BN_MODES",
     "Augment",
     "Dataset",
     "DatasetInfo",

@@ -9,11 +9,13 @@ from neuralign.experiment.config import (
     ExperimentConfig,
     ModelConfig,
     RobustConfig,
+    demo_config,
     load_config,
     parse_config,
 )
 from neuralign.experiment.pipeline import STAGES, Experiment, run_experiment
 from neuralign.experiment.report import write_report
+from neuralign.experiment.rundir import RunDir
 
 __all__ = [
     "STAGES",
@@ -26,6 +28,8 @@ __all__ = [
     "ExperimentConfig",
     "ModelConfig",
     "RobustConfig",
+    "RunDir",
+    "demo_config",
     "load_config",
     "parse_config",
     "run_experiment",

@@ -7,6 +7,7 @@ ranges and names the offending field in its error (``curves.bends: must be >= 2,
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import sys
@@ -16,15 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neuralign.alignment import align
+from neuralign.curves import curve_families
 from neuralign.curves.config import CurveTrainConfig
 from neuralign.errors import ConfigError
 from neuralign.optim.schedules import SCHEDULES
 from neuralign.pamopt.config import PAMConfig
+from neuralign.paths import evaluate_path
+from neuralign.training import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+# Defaults that the library already declares are read from it, never written twice.
+_TRAIN = TrainConfig()
+
+
+def _arg_default(func: Any, name: str) -> Any:
+    return inspect.signature(func).parameters[name].default
 
 
 @dataclass
@@ -36,8 +48,8 @@ class DataConfig:
     download: bool = False  # download (checksum-verified) when missing
     train_subset: int = 0  # class-balanced training subset size; 0 = the full training set
     test_subset: int = 0  # class-balanced test subset size; 0 = the full test set
-    augment: bool = True  # crop/flip/rotation augmentation for endpoint and curve training
-    batch_size: int = 128  # minibatch size of endpoint and curve training
+    augment: bool = _TRAIN.augment  # crop/flip/rotation augmentation (endpoints and curves)
+    batch_size: int = _TRAIN.batch_size  # minibatch size of endpoint and curve training
 
 
 @dataclass
@@ -51,26 +63,26 @@ class ModelConfig:
 
 @dataclass
 class EndpointConfig:
-    """Endpoint training (METHOD.md §3): SGD with momentum, lr × gamma every lr_step epochs."""
+    """Endpoint training (docs/method.md, Endpoint training): SGD with momentum, lr × gamma every lr_step epochs."""
 
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # consecutive seeds form pairs
-    epochs: int = 250  # training epochs per endpoint
-    lr: float = 0.1  # initial learning rate
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # L2 weight decay
-    schedule: str = "step"  # step | cosine | constant | robust
-    lr_step: int = 20  # epochs between step decays
-    lr_gamma: float = 0.5  # step decay factor
+    epochs: int = _TRAIN.epochs  # training epochs per endpoint
+    lr: float = _TRAIN.lr  # initial learning rate
+    momentum: float = _TRAIN.momentum  # SGD momentum
+    weight_decay: float = _TRAIN.weight_decay  # L2 weight decay
+    schedule: str = _TRAIN.schedule  # step | cosine | constant | robust
+    lr_step: int = _TRAIN.lr_step  # epochs between step decays
+    lr_gamma: float = _TRAIN.lr_gamma  # step decay factor
 
 
 @dataclass
 class AlignConfig:
-    """Alignment data (METHOD.md §2.1)."""
+    """Alignment data (Tatro et al. 2020; docs/method.md, Alignment)."""
 
-    subset_fraction: float = 0.2  # class-balanced fraction of the training set (paper: 20%)
+    subset_fraction: float = _arg_default(align, "subset_fraction")  # of the train set (paper: 20%)
     subset_size: int = 0  # if > 0: this many images instead of subset_fraction
-    pre_activation: bool = False  # correlate pre-activations (ablation) instead of post
-    batch_size: int = 500  # batch size of the statistics pass
+    pre_activation: bool = _arg_default(align, "pre_activation")  # pre-activations (ablation)
+    batch_size: int = _arg_default(align, "batch_size")  # batch size of the statistics pass
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,7 @@ class CurveConfig(CurveTrainConfig):
     variants: list[str] = field(
         default_factory=lambda: ["unaligned", "correlation"]
     )  # unaligned | correlation | weight | pam-unaligned | pam-aligned (see [pam])
-    bends: int = 3  # control points incl. endpoints (3 = quadratic Bezier, the paper's)
+    bends: int = PAMConfig.bends  # control points incl. endpoints (3 = quadratic Bezier)
 
     @property
     def training(self) -> CurveTrainConfig:
@@ -93,27 +105,33 @@ class CurveConfig(CurveTrainConfig):
 
 @dataclass
 class EvalConfig:
-    """Evaluation along paths (METHOD.md §5)."""
+    """Evaluation along paths (docs/method.md, Evaluating a path)."""
 
-    points: int = 65  # equally spaced t in [0, 1]
-    bn_mode: str = "train-subset"  # train-subset | train-full-augmented | none
+    points: int = _arg_default(evaluate_path, "ts")  # equally spaced t in [0, 1]
+    bn_mode: str = _arg_default(
+        evaluate_path, "bn_mode"
+    )  # train-subset | train-full-augmented | none
     bn_subset: int = 5000  # images of the class-balanced BN subset (train-subset mode)
     train_metrics: bool = False  # also measure training loss/accuracy at every t
     plane: bool = True  # evaluate the plane through θ₁, P∘θ₂ and the Bezier midpoint
-    plane_grid: int = 11  # grid points per side of the plane figure
+    plane_grid: int = 21  # grid points per side of the plane figure (as Garipov et al. 2018)
     plane_test_subset: int = 2000  # class-balanced test images per plane grid point (0 = all)
     batch_size: int = 256  # evaluation batch size (small batches are faster on CPU caches)
 
 
 @dataclass
 class RobustConfig:
-    """Adversarial robustness along paths (METHOD.md §6; Tatro et al. 2020, §5)."""
+    """Adversarial robustness along paths (Tatro et al. 2020; docs/method.md, Robustness)."""
 
     enabled: bool = False  # robust endpoints, robust curves and clean+robust path evaluation
     eps: float = 8 / 255  # L∞ PGD radius in [0, 1] pixel units (CIFAR 8/255, TinyImageNet 4/255)
     alpha: float = 2 / 255  # PGD step size
     steps: int = 5  # PGD steps (training and evaluation)
-    bn_source: str = "clean"  # clean | adversarial: inputs of the per-t BN recomputation
+    bn_source: str = "adversarial"  # adversarial | clean: inputs of the per-t BN recomputation
+    train_mode: str = (
+        "train"  # train | eval | batch-stats: model mode when PGD crafts training data
+    )
+    schedule: str = "robust"  # lr schedule of robust endpoints and curves ("" = their own)
     align_on: str = "clean"  # clean | adversarial: alignment data (PGD crafted against A)
     test_subset: int = 0  # class-balanced test images for the robust series (0 = eval's)
 
@@ -172,7 +190,7 @@ class ExperimentConfig:
         return json.dumps(d, sort_keys=True)
 
 
-KINDS = ("line", "bezier", "polychain")
+KINDS = curve_families()  # line, bezier, polychain and any registered curve family
 VARIANTS = ("unaligned", "correlation", "weight", "pam-unaligned", "pam-aligned")
 PAM_VARIANTS = ("pam-unaligned", "pam-aligned")
 BN_MODES = ("train-subset", "train-full-augmented", "none")
@@ -338,6 +356,14 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _require(
         r.bn_source in ("clean", "adversarial"),
         f"robust.bn_source: must be clean or adversarial, got {r.bn_source!r}",
+    )
+    _require(
+        r.train_mode in ("train", "eval", "batch-stats"),
+        f"robust.train_mode: must be train, eval or batch-stats, got {r.train_mode!r}",
+    )
+    _require(
+        r.schedule in ("", *SCHEDULES),
+        f"robust.schedule: must be empty or one of {', '.join(SCHEDULES)}, got {r.schedule!r}",
     )
     _require(
         r.align_on in ("clean", "adversarial"),

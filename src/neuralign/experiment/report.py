@@ -1,4 +1,4 @@
-"""The report of a run: the paper's table (METHOD.md §8 layout), figures, JSON and CSV.
+"""The report of a run: the paper's table (laid out like the paper's tables), figures, JSON and CSV.
 
 ``write_report(run_dir)`` reads only files in the run folder, so ``neuralign report RUN``
 regenerates everything from an existing run.
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from neuralign.errors import ConfigError
+from neuralign.experiment.labels import path_label, variant_label
+from neuralign.experiment.rundir import RunDir
 from neuralign.io.atomic import atomic_write_text
 
 
@@ -36,25 +38,26 @@ def collect(run_dir: Path) -> dict[str, Any]:
     from neuralign.experiment.config import load_config
     from neuralign.paths import PathResult
 
-    cfg = load_config(run_dir / "config.toml")
+    rd = RunDir(run_dir)
+    cfg = load_config(rd.config_file)
     endpoints = {}
     for seed in cfg.endpoints.seeds:
-        done = run_dir / "endpoints" / f"seed{seed}" / "done.json"
-        if done.exists():
-            endpoints[seed] = json.loads(done.read_text())
+        done = rd.done(rd.endpoint_marker(seed))
+        if done is not None:
+            endpoints[seed] = done
     paths: dict[tuple[str, str], list[PathResult]] = defaultdict(list)
     for i, _ in enumerate(cfg.pairs):
         for kind in cfg.curves.kinds:
             for variant in cfg.curves.variants:
-                f = run_dir / "paths" / f"pair{i}" / f"{variant}-{kind}.json"
-                if f.exists():
+                f = rd.path_file(i, variant, kind)
+                if rd.is_done(f):
                     paths[(kind, variant)].append(PathResult.load(f))
     aligns: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for i, _ in enumerate(cfg.pairs):
         for method in ("correlation", "weight"):
-            f = run_dir / "align" / f"pair{i}" / f"{method}.json"
-            if f.exists():
-                aligns[method].append(json.loads(f.read_text()))
+            record = rd.done(rd.align_record(i, method))
+            if record is not None:
+                aligns[method].append(record)
     return {"config": cfg, "endpoints": endpoints, "paths": paths, "aligns": aligns}
 
 
@@ -62,7 +65,6 @@ def table_rows(
     paths: dict[tuple[str, str], list[Any]], endpoints: dict[int, Any]
 ) -> list[dict[str, Any]]:
     """One row per (path kind, variant): Avg/Min accuracy, Max loss and barriers, mean ± std."""
-    from neuralign.experiment.pipeline import kind_label, variant_label
 
     rows: list[dict[str, Any]] = []
     if endpoints:
@@ -97,7 +99,7 @@ def table_rows(
             "error_barrier": [r.error_barrier for r in results],
             "loss_barrier_mid": [r.barrier_ainsworth("test_loss") for r in results],
         }
-        if all(r.robust_acc for r in results):  # clean + PGD series (METHOD.md §6)
+        if all(r.robust_acc for r in results):  # clean + PGD series (docs/robustness.md)
             vals.update(
                 {
                     "endpoint_acc": [r.endpoint_accuracy for r in results],
@@ -118,7 +120,7 @@ def table_rows(
                 }
             )
         row: dict[str, Any] = {
-            "path": f"{variant_label(variant)} {kind_label(kind)}",
+            "path": path_label(variant, kind),
             "kind": kind,
             "variant": variant,
             "n": n,
@@ -184,18 +186,26 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
         The path of ``report.md``.
     """
     from neuralign.alignment.plot import plot_correlation
-    from neuralign.experiment.pipeline import kind_label, variant_label
     from neuralign.paths import PlaneResult, plot_paths, plot_plane
 
     run = Path(run_dir)
-    if not (run / "config.toml").exists():
+    rd = RunDir(run)
+    if not rd.config_file.exists():
         raise ConfigError(f"{run} is not a run folder (no config.toml); run `neuralign run` first")
+    broken = rd.problems()
+    if broken:
+        more = f" (+{len(broken) - 2} more)" if len(broken) > 2 else ""
+        raise ConfigError(
+            f"{run}: {len(broken)} artefact(s) no longer match their stage markers "
+            f"({'; '.join(broken[:2])}{more}); re-run `neuralign run` on this folder to "
+            "recompute them (nothing written)"
+        )
     info = collect(run)
     cfg = info["config"]
     if not info["paths"]:
         raise ConfigError(f"{run}: no evaluated paths yet; finish the run with `neuralign run`")
     rows = table_rows(info["paths"], info["endpoints"])
-    figs = run / "figures"
+    figs = rd.figures_dir
     figures: dict[str, str] = {}
     figure_metrics = [("test_acc", "accuracy.png"), ("test_loss", "loss.png")]
     if all(r.robust_acc for res in info["paths"].values() for r in res):
@@ -204,9 +214,7 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
             ("robust_loss", "robust_loss.png"),
         ]
     for metric, fname in figure_metrics:
-        series = {
-            f"{variant_label(v)} {kind_label(k)}": res for (k, v), res in info["paths"].items()
-        }
+        series = {path_label(v, k): res for (k, v), res in info["paths"].items()}
         p = plot_paths(
             series,
             figs / fname,
@@ -235,7 +243,7 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
             title=f"{cfg.model.arch}: mean correlation of matched units",
         )
         figures["correlation"] = str(p.relative_to(run))
-    for plane_file in sorted((run / "planes" / "pair0").glob("*.json")):
+    for plane_file in rd.plane_files():
         plane = PlaneResult.load(plane_file)
         variant = plane_file.stem.rsplit("-", 1)[0]
         p = plot_plane(
@@ -245,10 +253,8 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
         )
         figures[f"plane-{plane_file.stem}"] = str(p.relative_to(run))
 
-    timings = (
-        json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}
-    )
-    prov_file = run / "provenance.json"
+    timings = rd.read_json(rd.timings_file) if rd.timings_file.exists() else {}
+    prov_file = rd.provenance_file
     if provenance is not None:
         atomic_write_text(prov_file, json.dumps(provenance, indent=2) + "\n")
     prov = json.loads(prov_file.read_text()) if prov_file.exists() else {}
@@ -264,13 +270,13 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
         "table": rows,
         "figures": figures,
     }
-    atomic_write_text(run / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(rd.results_json, json.dumps(results, indent=2) + "\n")
     buf = io.StringIO()
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "path", k))
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
     w.writerows(rows)
-    atomic_write_text(run / "results.csv", buf.getvalue())
+    atomic_write_text(rd.results_csv, buf.getvalue())
 
     n_pairs = len(cfg.pairs)
     md = [f"# {cfg.name}: {cfg.model.arch} on {cfg.data.dataset}", ""]
@@ -316,6 +322,6 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
         )
         md.append(f"- total wall time: {sum(timings.values()):.1f} s")
     md += ["", "## Config", "", "```toml", cfg.to_toml().rstrip(), "```", ""]
-    path = run / "report.md"
+    path = rd.report_file
     atomic_write_text(path, "\n".join(md))
     return path

@@ -26,6 +26,7 @@ from torch import nn
 from neuralign.alignment import align
 from neuralign.checks import check_compatible_models
 from neuralign.data import Dataset, TensorLoader, balanced_subset
+from neuralign.data.recipes import bn_subset as bn_subset_of
 from neuralign.errors import ConfigError
 from neuralign.merge.average import average_states
 from neuralign.merge.repair import RepairReport, repair
@@ -52,6 +53,8 @@ class MergeResult:
         rounds: MergeMany rounds run after the initial alignment to the first model (0 for
             two models).
         converged: Whether the last round changed no permutation (always True for two).
+        moved_units: Per MergeMany round, how many units (over all models and groups) were
+            re-assigned; a few units swapping back and forth keep a merge from converging.
         repair: What REPAIR corrected (None when not requested).
         evaluation: Rows ``{"model", "loss", "accuracy"}`` on ``test_data`` (empty without):
             ``endpoint i``, ``naive average`` (no alignment, BN recomputed), ``merged``, and
@@ -65,6 +68,7 @@ class MergeResult:
     rounds: int = 0
     converged: bool = True
     repair: RepairReport | None = None
+    moved_units: list[int] = field(default_factory=list)
     evaluation: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -138,7 +142,7 @@ def merge(
     check_compatible_models(list(models), what="merge")
     device = _device(models[0])
     align_data = balanced_subset(data, fraction=subset_fraction, seed=seed)
-    bn_data = balanced_subset(data, n=min(bn_subset, len(data)), seed=seed + 1)
+    bn_data = bn_subset_of(data, bn_subset, seed)  # the same BN subset as path evaluation
     bn_loader = TensorLoader(bn_data, batch_size=batch_size, device=device)
     if spec is None:
         x = bn_data.images[:2].to(device).float().div_(255.0)
@@ -165,12 +169,14 @@ def merge(
         perms.append(p)
         states[i] = apply_permutation(states[i], spec, p)
     rounds, converged = 0, True
+    moved: list[int] = []
     if len(models) >= 3:
         converged = False
         order_gen = torch.Generator().manual_seed(seed)
         while rounds < max_rounds and not converged:
             rounds += 1
             changed = 0
+            moved.append(0)
             for i in torch.randperm(len(models), generator=order_gen).tolist():
                 others = average_states([s for j, s in enumerate(states) if j != i])
                 if method == "correlation":
@@ -178,9 +184,18 @@ def merge(
                 p = align_to(_with_state(template, others), _with_state(template, states[i]))
                 if not p.is_identity():
                     changed += 1
+                    moved[-1] += sum(
+                        int((q != torch.arange(q.numel())).sum()) for q in p.perms.values()
+                    )
                     states[i] = apply_permutation(states[i], spec, p)
                     perms[i] = p.compose(perms[i])
-            logger.info("merge round %d: %d of %d models re-aligned", rounds, changed, len(models))
+            logger.info(
+                "merge round %d: %d of %d models re-aligned, %d units moved",
+                rounds,
+                changed,
+                len(models),
+                moved[-1],
+            )
             converged = changed == 0
         if not converged:
             logger.warning("merge: permutations still changing after %d rounds", max_rounds)
@@ -192,7 +207,7 @@ def merge(
             perms = [back.compose(p) for p in perms]
     merged_state = recompute_bn(template, average_states(states), bn_loader)
     merged = _with_state(template, merged_state)
-    result = MergeResult(merged, method, perms, rounds, converged)
+    result = MergeResult(merged, method, perms, rounds, converged, moved_units=moved)
     rows: list[dict[str, Any]] = []
     if test_data is not None:
         test_loader = TensorLoader(test_data, batch_size=256, device=device)

@@ -2,7 +2,8 @@
 
 Every model takes pixels in ``[0, 1]`` (normalisation lives inside the model, as
 tensors outside the state dict) and is ``torch.fx``-traceable. Registered names: ``googlenet``,
-``mlp``, ``resnet20``, ``resnet32``, ``resnet56``, ``tinyten``, ``vgg11``, ``vgg16``.
+``mlp``, ``resnet20``, ``resnet32``, ``resnet56``, ``tinyten``, ``vgg11``, ``vgg16``,
+``vit``, ``convnext``.
 
 Example:
     >>> import torch
@@ -15,7 +16,7 @@ Example:
 from __future__ import annotations
 
 # Importing the model modules registers them.
-from neuralign.models import googlenet, mlp, resnet, tinyten, vgg  # noqa: F401
+from neuralign.models import convnext, googlenet, mlp, resnet, tinyten, vgg, vit  # noqa: F401
 from neuralign.models.common import Normalize, split_logits
 from neuralign.models.fit import data_kwargs
 from neuralign.models.reference import is_reference

@@ -25,7 +25,7 @@ def data_kwargs(
         "mean": list(dataset.mean),
         "std": list(dataset.std),
     }
-    if arch == "mlp" or is_reference(arch):
+    if arch in ("mlp", "vit") or is_reference(arch):
         kw["image_size"] = dataset.images.shape[-1]
     if width is not None:
         kw["width"] = width

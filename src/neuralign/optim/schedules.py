@@ -1,8 +1,8 @@
 """Learning-rate schedules as pure functions of the (0-based) epoch.
 
-* ``step``: the paper's endpoint and curve schedule (Tatro et al. 2020, §3 of METHOD.md):
+* ``step``: the paper's endpoint and curve schedule (Tatro et al. 2020; docs/method.md, Endpoint training):
   ``lr * gamma ** (epoch // step)`` (default ×0.5 every 20 epochs).
-* ``robust``: the adversarial-training schedule of METHOD.md §6: constant to 50% of the
+* ``robust``: the adversarial-training schedule (Tatro et al. 2020; docs/method.md, Robustness): constant to 50% of the
   epochs, then linear decay to 0.01× by 90%, then constant.
 * ``cosine`` and ``constant``.
 """

@@ -2,7 +2,7 @@
 
 The experiment's ``[pam]`` table is this dataclass (its curve steps, ``bends`` and ``seed``
 come from the experiment's ``[curves]`` table and top-level ``seed``); the CLI reads its
-option defaults from it. See ``docs/method.md`` (PAM) and Tatro et al. 2020, Sec. 3.3.
+option defaults from it. See ``docs/method.md`` (PAM) and Tatro et al. 2020 (PAM).
 """
 
 from __future__ import annotations
@@ -29,7 +29,14 @@ class PAMConfig:
     Attributes:
         outer_iterations: Outer P-step + ψ-step iterations (paper: 1).
         p_epochs: Epochs of each P-step (paper: 20).
-        p_lr: Step size :math:`\\eta` of the P-step; 0 = half the curve ``lr``.
+        p_budget: The P-step's total step :math:`\\sum\\eta` over its minibatch steps when
+            ``p_lr`` is 0. Default 39: the paper's 20 epochs of 390 steps (CIFAR-10, batch
+            128) at :math:`\\eta` = 0.005 (half the curve lr). :math:`\\eta` is the larger
+            of half the curve ``lr`` and ``p_budget / (p_epochs × steps per epoch)``, so a
+            shorter run (fewer epochs or images) takes proportionally larger steps and moves
+            as far as the paper's (``docs/pam.md``).
+        p_lr: A fixed step size :math:`\\eta` of the P-step (overrides ``p_budget``); 0 =
+            derived from ``p_budget``.
         p_momentum: Momentum of the P-step's SGD (0: plain SGD, as in the paper).
         p_weight_decay: L2 penalty :math:`\\tfrac{\\lambda}{2}\\lVert\\varphi(t)\\rVert^2` in the
             P-step's loss. Default 0: for a relaxed :math:`P` the term is not permutation
@@ -40,8 +47,8 @@ class PAMConfig:
         projection: Projection onto the doubly stochastic matrices: ``"exact"`` (Euclidean,
             semi-smooth Newton; default), ``"dykstra"`` (Euclidean, slow) or ``"sinkhorn"``.
         round_samples: Permutations sampled from each relaxed matrix's Birkhoff–von Neumann
-            decomposition as extra rounding candidates (0 = only the Hungarian projection
-            and the previous permutation).
+            decomposition as extra rounding candidates (the reference's 32; 0 = only the
+            Hungarian projection and the previous permutation).
         score_subset: Class-balanced, non-augmented training images on which rounding
             candidates are scored and the objective is logged (callers that hold a dataset
             build it with :func:`scoring_subset`).
@@ -63,12 +70,13 @@ class PAMConfig:
 
     outer_iterations: int = 1  # outer P-step + curve-step iterations (paper: 1)
     p_epochs: int = 20  # epochs of each P-step (paper: 20)
-    p_lr: float = 0.0  # P-step step size η; 0 = half of the curve lr (the paper's choice)
+    p_budget: float = 39.0  # total P-step Σ η (paper: 20 epochs × 390 steps × 0.005)
+    p_lr: float = 0.0  # fixed P-step step size η; 0 = derived from p_budget
     p_momentum: float = 0.0  # momentum of the P-step's SGD (the paper: none)
     p_weight_decay: float = 0.0  # L2 on φ(t) in the P-step loss (0: keeps P a permutation)
     nu: float = 1e3  # proximal parameter ν: pull η/ν toward the step's starting permutation
     projection: str = "exact"  # exact | dykstra | sinkhorn: projection onto doubly stochastic
-    round_samples: int = 8  # Birkhoff–von Neumann samples scored as rounding candidates
+    round_samples: int = 32  # Birkhoff–von Neumann samples scored as rounding candidates
     score_subset: int = 2000  # class-balanced, non-augmented training images for the objective
     score_batches: int = 8  # batches of the training data scored when no score data is given
     objective_ts: tuple[float, ...] = (0.25, 0.5, 0.75)  # fixed t's of the objective
@@ -83,11 +91,6 @@ class PAMConfig:
         if isinstance(self.curve, dict):
             object.__setattr__(self, "curve", CurveTrainConfig(**self.curve))
 
-    @property
-    def step_size(self) -> float:
-        """The P-step's :math:`\\eta` (``p_lr``, or half the curve learning rate)."""
-        return self.p_lr if self.p_lr > 0 else self.curve.lr / 2
-
     def validate(self, where: str = "PAMConfig") -> PAMConfig:
         """Check ranges and choices; return ``self``.
 
@@ -100,7 +103,8 @@ class PAMConfig:
         checks = [
             (self.outer_iterations >= 1, "outer_iterations", "must be >= 1"),
             (self.p_epochs >= 0, "p_epochs", "must be >= 0"),
-            (self.p_lr >= 0, "p_lr", "must be >= 0 (0 = half of the curve lr)"),
+            (self.p_budget > 0, "p_budget", "must be > 0"),
+            (self.p_lr >= 0, "p_lr", "must be >= 0 (0 = derived from p_budget)"),
             (0 <= self.p_momentum < 1, "p_momentum", "must be in [0, 1)"),
             (self.p_weight_decay >= 0, "p_weight_decay", "must be >= 0"),
             (self.nu > 0, "nu", "must be > 0"),

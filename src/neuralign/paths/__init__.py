@@ -3,6 +3,7 @@
 from neuralign.paths.bn import batchnorm_modules, has_batchnorm, recompute_bn
 from neuralign.paths.evaluate import PathLike, evaluate_path, evaluate_state, resolve_ts
 from neuralign.paths.metrics import BN_MODES, METRICS, AggregatedPath, PathResult, aggregate
+from neuralign.paths.monitor import curve_test_point
 from neuralign.paths.plane import PlaneResult, evaluate_plane
 from neuralign.paths.plots import plot_paths, plot_plane
 from neuralign.paths.robust import BN_SOURCES, evaluate_path_robust, evaluate_state_robust
@@ -17,6 +18,7 @@ __all__ = [
     "PlaneResult",
     "aggregate",
     "batchnorm_modules",
+    "curve_test_point",
     "evaluate_path",
     "evaluate_path_robust",
     "evaluate_plane",

@@ -3,6 +3,11 @@
 The plots reproduce the figures of Tatro et al. (2020), "Optimizing Mode Connectivity via
 Neuron Alignment" (accuracy/loss along the curve, mean ± spread over pairs; loss surface on
 the plane of the curve), after Garipov et al. (2018).
+
+Made for papers: the Okabe–Ito colour-blind-safe palette, a marker at every evaluated ``t``,
+dashed lines for straight paths and solid ones for curves, no title unless asked for (the
+axis labels say what is shown), equal axis scales on the plane, and every figure written as
+PNG *and* PDF (the requested suffix plus the other one).
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from neuralign.errors import ConfigError  # noqa: E402
-from neuralign.io.atomic import atomic_path  # noqa: E402
+from neuralign.io.figures import MARKERS as _MARKERS  # noqa: E402
+from neuralign.io.figures import PALETTE, save_figure  # noqa: E402
 from neuralign.paths.metrics import PathResult  # noqa: E402
 from neuralign.paths.plane import PlaneResult  # noqa: E402
 
-__all__ = ["plot_paths", "plot_plane"]
+__all__ = ["PALETTE", "plot_paths", "plot_plane"]
 
 _LABELS = {
     "test_acc": "Test accuracy (%)",
@@ -38,12 +44,12 @@ _LABELS = {
 
 
 def _save(fig: Any, out: str | os.PathLike[str], dpi: int) -> Path:
-    dest = Path(out)
-    fmt = dest.suffix.lstrip(".") or "png"
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
-    plt.close(fig)
-    return dest
+    return save_figure(fig, out, dpi)
+
+
+def _is_straight(label: str, result: PathResult) -> bool:
+    kind = str(result.metadata.get("kind", "")).lower()
+    return kind == "line" or (not kind and "line" in label.lower())
 
 
 def plot_paths(
@@ -64,7 +70,7 @@ def plot_paths(
         out: Output file (the suffix picks the format; ``.png`` recommended).
         metric: ``"test_acc"``, ``"test_loss"``, ``"train_acc"``, ``"train_loss"``, or
             ``"both"`` (test accuracy and test loss side by side).
-        title: Figure title (default: derived from the metric).
+        title: Figure title (default: none; the axis labels name the metric).
         dpi: Resolution.
 
     Returns:
@@ -77,7 +83,7 @@ def plot_paths(
         if m not in _LABELS:
             raise ConfigError(f"metric must be one of {[*_LABELS, 'both']}, got {metric!r}")
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = PALETTE
     for ax, m in zip(axes[0], metrics):
         for idx, (label, res) in enumerate(results.items()):
             group = [res] if isinstance(res, PathResult) else list(res)
@@ -101,7 +107,18 @@ def plot_paths(
                     transform=ax.get_xaxis_transform(),
                     clip_on=False,
                 )
-            ax.plot(ts, mean, color=color, lw=1.8, label=f"{label}{suffix}")
+            every = max(1, len(ts) // 16)  # a marker at each evaluated t (thinned past 16)
+            ax.plot(
+                ts,
+                mean,
+                color=color,
+                lw=1.8,
+                ls="--" if _is_straight(label, group[0]) else "-",
+                marker=_MARKERS[idx % len(_MARKERS)],
+                ms=4,
+                markevery=every,
+                label=f"{label}{suffix}",
+            )
             if len(group) > 1:
                 std = values.std(axis=0, ddof=1)
                 ax.fill_between(ts, mean - std, mean + std, color=color, alpha=0.2, lw=0)
@@ -110,9 +127,11 @@ def plot_paths(
         ax.set_xlim(0.0, 1.0)
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
-        ax.set_title(_LABELS[m] + " along the path" if title is None or len(metrics) > 1 else title)
-    if title is not None and len(metrics) > 1:
-        fig.suptitle(title)
+    if title is not None:
+        if len(metrics) > 1:
+            fig.suptitle(title)
+        else:
+            axes[0][0].set_title(title)
     fig.tight_layout()
     return _save(fig, out, dpi)
 
@@ -132,7 +151,7 @@ def plot_plane(
         plane: A :class:`~neuralign.paths.PlaneResult`.
         out: Output file.
         metric: ``"test_loss"`` (log-scaled colours) or ``"test_error"`` (100 - accuracy).
-        title: Figure title.
+        title: Figure title (default: none; the colour bar names the metric).
         levels: Number of contour levels.
         dpi: Resolution.
 
@@ -140,7 +159,12 @@ def plot_plane(
         The path written.
     """
     xs, ys = np.asarray(plane.xs), np.asarray(plane.ys)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    span_x = float(xs.max() - xs.min()) or 1.0
+    span_y = float(ys.max() - ys.min()) or 1.0
+    # Equal axis scales (distances on the plane are to scale): size the figure to the plane.
+    height = min(6.4, max(2.4, 5.6 * span_y / span_x + 1.0))
+    fig, ax = plt.subplots(figsize=(6.4, height))
+    ax.set_aspect("equal", adjustable="box")
     ticks: list[float] | None = None
     if metric == "test_loss":
         z = np.asarray(plane.test_loss, dtype=float)
@@ -159,7 +183,10 @@ def plot_plane(
         label = "Test error (%)"
     else:
         raise ConfigError(f"metric must be 'test_loss' or 'test_error', got {metric!r}")
-    cbar = fig.colorbar(cs, ax=ax, format="%.3g")
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    cax = make_axes_locatable(ax).append_axes("right", size="4%", pad=0.1)
+    cbar = fig.colorbar(cs, cax=cax, format="%.3g")  # as tall as the plane
     if ticks is not None:
         cbar.set_ticks(ticks)
     cbar.set_label(label)
@@ -184,6 +211,7 @@ def plot_plane(
     ax.set_xlabel(r"$e_1$ (along $\theta_B - \theta_A$)")
     ax.set_ylabel(r"$e_2$" + (" (random direction)" if plane.random_direction else ""))
     ax.legend(loc="lower right", frameon=True, fontsize="small")
-    ax.set_title(title or f"{label} on the plane of the curve")
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return _save(fig, out, dpi)

@@ -5,7 +5,7 @@ examples crafted against each point :math:`\\varphi(t)` — peaks in the middle 
 even where the clean loss does not: the *robust loss barrier* of P. Zhao, P.-Y. Chen,
 P. Das, K. N. Ramamurthy, X. Lin, "Bridging Mode Connectivity in Loss Landscapes and
 Adversarial Robustness" (ICLR 2020). Tatro et al. (2020), "Optimizing Mode Connectivity via
-Neuron Alignment", §5, show that aligning the endpoints' neurons lowers it (METHOD.md §6).
+Neuron Alignment", §5, show that aligning the endpoints' neurons lowers it (docs/method.md, Robustness).
 
 At each ``t`` the adversarial examples are crafted against :math:`\\varphi(t)` itself (with
 its recomputed BatchNorm statistics), not transferred from an endpoint.

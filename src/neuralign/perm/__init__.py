@@ -14,8 +14,9 @@ member axis of group ``g``; ``p.compose(q)`` applies ``q`` first, then ``p``.
 """
 
 from neuralign.errors import SpecVerificationError, UnsupportedOpError
-from neuralign.perm.apply import apply_permutation, apply_soft_permutation, permute_model
+from neuralign.perm.apply import apply_permutation, apply_soft_permutation
 from neuralign.perm.permutation import Permutation, PermutationError
+from neuralign.perm.permute import permute_model
 from neuralign.perm.spec import (
     AxisMember,
     Coverage,

@@ -702,7 +702,7 @@ def _mha(w: Walker, call: Call) -> Info:
     mod = call.module
     assert mod is not None
     p = call.prefix
-    e, h = int(mod.embed_dim), int(mod.num_heads)
+    e, h = int(getattr(mod, "embed_dim")), int(getattr(mod, "num_heads"))  # noqa: B009
     q, k, v = (call.arg(i, n) for i, n in enumerate(("query", "key", "value")))
     infos = [w.info(t) for t in (q, k, v)]
     if not getattr(mod, "_qkv_same_embed_dim", True) or mod.bias_k is not None:
@@ -755,7 +755,7 @@ def _rnn(w: Walker, call: Call) -> Info:
     assert mod is not None
     p = call.prefix
     gates = _GATES.get(str(getattr(mod, "mode", "")), 0)
-    if not gates or getattr(mod, "proj_size", 0):
+    if not gates or int(getattr(mod, "proj_size", 0) or 0):
         return w.unsupported("recurrent layers with proj_size (or of an unknown kind)")
     if call.arg(1, "hx") is not None:
         return w.unsupported("an initial hidden state is passed in (only zeros are known)")
@@ -764,8 +764,8 @@ def _rnn(w: Walker, call: Call) -> Info:
     rank = len(w.shape(xnode) or (0, 0, 0))
     if isinstance(x, Feat) and (x.axis != rank - 1 or any(s.inner != 1 for s in x.segs)):
         return w.unsupported("its input carries units on an axis other than the features")
-    hid, layers = int(mod.hidden_size), int(mod.num_layers)
-    dirs = 2 if mod.bidirectional else 1
+    hid, layers = int(getattr(mod, "hidden_size")), int(getattr(mod, "num_layers"))  # noqa: B009
+    dirs = 2 if getattr(mod, "bidirectional", False) else 1
     prev: Info = x
     for layer in range(layers):
         outs = []

@@ -7,18 +7,14 @@ units of the member's block (``start + i * inner + r``) as the rows.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
-from typing import Any
 
 import torch
-from torch import nn
 
-from neuralign.errors import ConfigError
 from neuralign.perm.permutation import Permutation, PermutationError
 from neuralign.perm.spec import AxisMember, PermutationSpec
 
-__all__ = ["apply_permutation", "apply_soft_permutation", "permute_model"]
+__all__ = ["apply_permutation", "apply_soft_permutation"]
 
 
 def _index(length: int, m: AxisMember, perm: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -108,50 +104,3 @@ def apply_soft_permutation(
             y = torch.cat([x[: m.start], mixed.reshape(n * m.inner, *x.shape[1:]), x[end:]], 0)
             out[m.key] = y.movedim(0, m.axis)
     return out
-
-
-def permute_model(
-    model: nn.Module,
-    perm: Permutation,
-    spec: PermutationSpec | None = None,
-    *,
-    example_input: Any = None,
-) -> nn.Module:
-    """Return a deep copy of ``model`` with ``perm`` applied; ``model`` is untouched.
-
-    Args:
-        model: The network.
-        perm: The permutation.
-        spec: Its spec; by default the spec ``perm`` was made for (``perm.spec``, set by
-            :meth:`Permutation.random`, :meth:`Permutation.identity` and ``align``), else
-            discovered from ``example_input``.
-        example_input: Needed only when neither ``spec`` nor ``perm.spec`` is known.
-
-    Returns:
-        A new module computing the same function (up to float rounding).
-
-    Raises:
-        ConfigError: If no spec is known and no ``example_input`` is given.
-        PermutationError: If ``spec`` is not the spec ``perm`` was made for.
-    """
-    known = getattr(perm, "spec", None)
-    if spec is not None and known is not None and not spec.equivalent(known):
-        raise PermutationError(
-            "permute_model: spec= is not the spec the permutation was made for (groups "
-            f"{list(spec.groups)[:4]}... vs {list(known.groups)[:4]}...)"
-        )
-    if spec is None:
-        spec = known
-    if spec is None:
-        if example_input is None:
-            raise ConfigError(
-                "permute_model needs spec= (or a Permutation made from a spec, or "
-                "example_input= to discover it)"
-            )
-        from neuralign.perm.trace import discover_spec
-
-        spec = discover_spec(model, example_input)
-    new_state = apply_permutation(model.state_dict(), spec, perm)
-    new = copy.deepcopy(model)
-    new.load_state_dict(new_state)
-    return new

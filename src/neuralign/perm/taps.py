@@ -128,7 +128,8 @@ class ActivationTap:
         return prog
 
     def __call__(self, *inputs: Any) -> dict[str, list[torch.Tensor]]:
-        """Run the model on ``inputs``; return per group the tapped tensors ``(N, n, ...)``.
+        """Run the model on ``inputs``; return per group the tapped tensors ``(N, n, ...)``
+        (units moved to dim 1: a token tensor ``(N, T, n)`` is returned as ``(N, n, T)``).
 
         Groups without a tap in the model's current mode are absent.
         """
@@ -142,7 +143,8 @@ class ActivationTap:
                 value = tap.read(outs[slot], state)
                 result.setdefault(name, []).append(value.movedim(-1, 1))
             else:
-                result.setdefault(name, []).append(outs[slot].narrow(dim, start, size))
+                value = outs[slot].narrow(dim, start, size)
+                result.setdefault(name, []).append(value.movedim(dim, 1) if dim != 1 else value)
         return result
 
 

@@ -30,6 +30,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from neuralign.errors import ConfigError, UnsupportedOpError
 from neuralign.perm._rules import FIXED, Call, Feat, Heads, Info, Param, Seg, Split, lookup_rule
 from neuralign.perm.spec import AxisMember, Group, PermutationSpec, Tap, coverage
+from neuralign.perm.verify import verify_spec
 
 __all__ = ["LeafSpec", "Walker", "discover_spec", "trace_model"]
 
@@ -814,8 +815,6 @@ def discover_spec(
     spec = walker.build(records, freeze)
     spec.meta.update({"modes": list(modes), "leaf_modules": leaves})
     if verify:
-        from neuralign.perm.verify import verify_spec
-
         verify_spec(model, spec, example_input, modes=modes, atol=atol, rtol=rtol)
     cov = coverage(spec, model)
     if not spec.groups:

@@ -1,4 +1,4 @@
-"""Endpoint training (METHOD.md §3): SGD with momentum and the paper's step schedule.
+"""Endpoint training (Tatro et al. 2020; docs/method.md, Endpoint training): SGD with momentum and the paper's step schedule.
 
 Deterministic for a given seed on CPU: the data order and augmentation are drawn from
 ``torch.Generator`` seeded by (seed, epoch), and the global RNG state (dropout) is saved in
@@ -8,7 +8,6 @@ weights of an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -19,20 +18,20 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from neuralign import distributed as dist_
 from neuralign.checks import check_model_fits_data, check_training_data
 from neuralign.data import Dataset, TensorLoader, default_augment
 from neuralign.device import select_device
 from neuralign.errors import CheckpointError, ConfigError
-from neuralign.io.atomic import atomic_path, atomic_write_text
+from neuralign.io.atomic import atomic_write_text
 from neuralign.io.checkpoint import (
     check_state_dict,
     load_checkpoint,
     read_metadata,
     save_checkpoint,
 )
+from neuralign.optim.runner import amp_autocast, run_epochs
 from neuralign.optim.schedules import lr_at
 from neuralign.training.batches import UserBatches, as_user_batches
 from neuralign.training.evaluate import evaluate_model
@@ -46,7 +45,7 @@ Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of endpoint training (defaults: the paper's, METHOD.md §3)."""
+    """Hyper-parameters of endpoint training (defaults: the paper's, docs/method.md)."""
 
     epochs: int = 250  # number of passes over the training set
     batch_size: int = 128  # minibatch size (the paper uses 64 for TinyTen on CIFAR-10)
@@ -56,7 +55,7 @@ class TrainConfig:
     schedule: str = "step"  # step | cosine | constant | robust
     lr_step: int = 20  # epochs between decays of the step schedule
     lr_gamma: float = 0.5  # decay factor of the step schedule
-    augment: bool = True  # random crop (pad 4), flip, rotation ±15° (METHOD.md §7)
+    augment: bool = True  # random crop (pad 4), flip, rotation ±15° (docs/method.md)
     aux_weight: float = 0.3  # weight of auxiliary heads' losses (GoogLeNet)
     seed: int = 0  # data order, augmentation and dropout
     amp: bool = True  # bf16 autocast + channels-last on CUDA (ignored elsewhere)
@@ -109,22 +108,6 @@ def _parallel_model(model: nn.Module, device: torch.device, compile: bool) -> nn
     return net
 
 
-def _load_trainer_state(path: Path, device: torch.device) -> dict[str, Any]:
-    """Read ``trainer.pt`` (weights-only), raising CheckpointError when it is unusable."""
-    from neuralign.io.checkpoint import _PARSE_ERRORS
-
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except _PARSE_ERRORS as exc:
-        raise CheckpointError(
-            f"{path}: unreadable training state ({type(exc).__name__}); delete the folder's "
-            "trainer.pt to restart training from scratch"
-        ) from None
-    if not isinstance(state, dict) or not {"optimizer", "rng", "epoch"} <= set(state):
-        raise CheckpointError(f"{path} is not a neuralign training state; delete it to restart")
-    return state
-
-
 def train_model(
     model: nn.Module,
     train_data: Dataset | Iterable[Any],
@@ -175,11 +158,12 @@ def train_model(
     user_train = as_user_batches(train_data, dev, "train_data")
     user_test = as_user_batches(test_data, dev, "test_data") if test_data is not None else None
     if user_train is None:
+        assert isinstance(train_data, Dataset)
         check_training_data(train_data)
         check_model_fits_data(model, train_data)
     elif dist_.world_size() > 1:
         raise ConfigError("distributed training needs a neuralign Dataset, not your own batches")
-    if test_data is not None and user_test is None:
+    if isinstance(test_data, Dataset):
         check_model_fits_data(model, test_data)
     use_amp = cfg.amp and dev.type == "cuda"
     model.to(dev)
@@ -195,79 +179,35 @@ def train_model(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
-    loader: TensorLoader | UserBatches = user_train or TensorLoader(
-        train_data,
-        batch_size=cfg.batch_size // world,
-        shuffle=True,
-        augment=default_augment(train_data) if cfg.augment else None,
-        device=dev,
-        seed=cfg.seed,
-        drop_last=world > 1,
-        rank=dist_.rank(),
-        world_size=world,
-    )
-    test_loader: TensorLoader | UserBatches | None = user_test or (
-        TensorLoader(test_data, batch_size=max(256, cfg.batch_size), device=dev)
-        if test_data is not None
-        else None
-    )
+    loader: TensorLoader | UserBatches
+    if user_train is not None:
+        loader = user_train
+    else:
+        assert isinstance(train_data, Dataset)
+        loader = TensorLoader(
+            train_data,
+            batch_size=cfg.batch_size // world,
+            shuffle=True,
+            augment=default_augment(train_data) if cfg.augment else None,
+            device=dev,
+            seed=cfg.seed,
+            drop_last=world > 1,
+            rank=dist_.rank(),
+            world_size=world,
+        )
+    test_loader: TensorLoader | UserBatches | None = user_test
+    if isinstance(test_data, Dataset):
+        test_loader = TensorLoader(test_data, batch_size=max(256, cfg.batch_size), device=dev)
     result = TrainResult()
-    start_epoch = 0
     base_meta = dict(metadata or {})
     base_meta.update({"seed": cfg.seed, "train_config": cfg.__dict__})
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "model.safetensors" if out else None
     trainer_file = out / "trainer.pt" if out else None
     metrics_file = out / "metrics.jsonl" if out else None
-    if out and trainer_file and trainer_file.exists():
-        # trainer.pt is the resume point: it is written first each epoch and holds the
-        # weights, so a kill between it and model.safetensors loses nothing (the published
-        # checkpoint is brought up to date below).
-        tstate = _load_trainer_state(trainer_file, dev)
-        if "model" in tstate:
-            check_state_dict(model, tstate["model"], str(trainer_file))
-            model.load_state_dict(tstate["model"])
-        elif ckpt and ckpt.exists():  # written by an older version: weights live in ckpt
-            state, _ = load_checkpoint(ckpt, device=dev)
-            model.load_state_dict(state)
-        else:
-            raise CheckpointError(f"{trainer_file} has no weights and {ckpt} is missing")
-        optimizer.load_state_dict(tstate["optimizer"])
-        torch.set_rng_state(tstate["rng"].cpu())
-        start_epoch = int(tstate["epoch"]) + 1
-        result.resumed_from_epoch = start_epoch
-        if "history" in tstate:
-            result.history = [dict(r) for r in tstate["history"]][:start_epoch]
-        elif metrics_file and metrics_file.exists():
-            result.history = [
-                json.loads(line) for line in metrics_file.read_text().splitlines() if line
-            ]
-            result.history = result.history[:start_epoch]
-        if ckpt and metrics_file and start_epoch > 0 and result.history and dist_.is_main():
-            meta_now = read_metadata(ckpt) if ckpt.exists() else {}
-            if meta_now.get("epoch") != start_epoch - 1:
-                last = result.history[-1]
-                save_checkpoint(ckpt, model, dict(base_meta, epoch=start_epoch - 1, metrics=last))
-            atomic_write_text(metrics_file, "".join(json.dumps(r) + "\n" for r in result.history))
-        logger.info("resuming %s from epoch %d", out, start_epoch)
-    else:
-        torch.manual_seed(cfg.seed)
+    autocast = amp_autocast(dev, cfg.amp)
 
-    bar = tqdm(
-        range(start_epoch, cfg.epochs),
-        total=cfg.epochs,
-        initial=start_epoch,
-        desc="train",
-        unit="epoch",
-        disable=not (progress and dist_.is_main()),
-        leave=False,
-    )
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
-        if use_amp
-        else contextlib.nullcontext
-    )
-    for epoch in bar:
+    def train_epoch(epoch: int) -> dict[str, Any]:
         lr = lr_at(
             epoch,
             base_lr=cfg.lr,
@@ -319,32 +259,94 @@ def train_model(
         if test_loader is not None:
             row["test_loss"], row["test_acc"] = evaluate_model(model, test_loader, device=dev)
             result.test_loss, result.test_acc = row["test_loss"], row["test_acc"]
-        result.history.append(row)
-        bar.set_postfix(
-            loss=f"{train_loss:.3f}",
-            acc=f"{row.get('test_acc', row['train_acc']):.1f}",
-        )
-        if out and ckpt and trainer_file and metrics_file and dist_.is_main():
-            # Resume state first (weights, optimizer, RNG, history: one atomic file), then
-            # the published checkpoint and log, which a resume can regenerate from it.
-            with atomic_path(trainer_file) as tmp:
-                torch.save(
-                    {
-                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "optimizer": optimizer.state_dict(),
-                        "rng": torch.get_rng_state(),
-                        "epoch": epoch,
-                        "history": result.history,
-                    },
-                    tmp,
-                )
-            meta = dict(base_meta, epoch=epoch, metrics=row)
-            save_checkpoint(ckpt, model, meta)
-            atomic_write_text(metrics_file, "".join(json.dumps(r) + "\n" for r in result.history))
+        return row
+
+    # trainer.pt is the resume point: written first each epoch and holding the weights, so a
+    # kill between it and model.safetensors loses nothing (a resume republishes).
+    def save_state(done: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "epoch": done - 1,  # the last completed epoch (0-based)
+            "history": history,
+        }
+
+    def load_state(tstate: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+        return _resume(tstate, model, optimizer, trainer_file, ckpt, metrics_file, base_meta)
+
+    def publish(done: int, history: list[dict[str, Any]]) -> None:
+        if ckpt and metrics_file:
+            save_checkpoint(ckpt, model, dict(base_meta, epoch=done - 1, metrics=history[-1]))
+            atomic_write_text(metrics_file, "".join(json.dumps(r) + "\n" for r in history))
+
+    if not (trainer_file and trainer_file.exists()):
+        torch.manual_seed(cfg.seed)
+    run = run_epochs(
+        train_epoch,
+        cfg.epochs,
+        checkpoint=trainer_file,
+        save_state=save_state,
+        load_state=load_state,
+        publish=publish if out else None,
+        desc="train",
+        progress=progress,
+        postfix=lambda r: {
+            "loss": f"{r['train_loss']:.3f}",
+            "acc": f"{r.get('test_acc', r['train_acc']):.1f}",
+        },
+        leave=False,
+    )
+    result.history = run.history
+    result.resumed_from_epoch = run.resumed_from or 0
+    if out:
+        logger.info("%s: %d epochs done", out, len(run.history))
     if test_loader is not None and result.test_acc is None:  # resumed a finished run
         result.test_loss, result.test_acc = evaluate_model(model, test_loader, device=dev)
-    dist_.barrier()  # rank 0's files are complete before any rank goes on
     if out and ckpt:
         result.checkpoint = ckpt
     model.train(was_training)
     return result
+
+
+def _resume(
+    tstate: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_file: Path | None,
+    ckpt: Path | None,
+    metrics_file: Path | None,
+    base_meta: dict[str, Any],
+) -> tuple[int, list[dict[str, Any]]]:
+    """Restore ``trainer.pt``'s state; bring the published checkpoint and log up to date."""
+    if not {"optimizer", "rng", "epoch"} <= set(tstate):
+        raise CheckpointError(
+            f"{trainer_file} is not a neuralign training state; delete it to restart"
+        )
+    dev = next(iter(model.parameters())).device
+    if "model" in tstate:
+        check_state_dict(model, tstate["model"], str(trainer_file))
+        model.load_state_dict(tstate["model"])
+    elif ckpt and ckpt.exists():  # written by an older version: weights live in ckpt
+        state, _ = load_checkpoint(ckpt, device=dev)
+        model.load_state_dict(state)
+    else:
+        raise CheckpointError(f"{trainer_file} has no weights and {ckpt} is missing")
+    optimizer.load_state_dict(tstate["optimizer"])
+    torch.set_rng_state(tstate["rng"].cpu())
+    start_epoch = int(tstate["epoch"]) + 1
+    history: list[dict[str, Any]] = []
+    if "history" in tstate:
+        history = [dict(r) for r in tstate["history"]][:start_epoch]
+    elif metrics_file and metrics_file.exists():
+        history = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
+        history = history[:start_epoch]
+    if ckpt and metrics_file and start_epoch > 0 and history and dist_.is_main():
+        meta_now = read_metadata(ckpt) if ckpt.exists() else {}
+        if meta_now.get("epoch") != start_epoch - 1:
+            save_checkpoint(
+                ckpt, model, dict(base_meta, epoch=start_epoch - 1, metrics=history[-1])
+            )
+        atomic_write_text(metrics_file, "".join(json.dumps(r) + "\n" for r in history))
+    logger.info("resuming %s from epoch %d", trainer_file, start_epoch)
+    return start_epoch, history
