@@ -134,3 +134,43 @@ def test_align_out_suffixes(
     assert cli(capsys, *args, "--out", tmp_path / "bare")[0] == 0
     assert (tmp_path / "bare.safetensors").exists() and (tmp_path / "bare.perm.json").exists()
     assert cli(capsys, "eval", tmp_path / "bare.safetensors", "--dataset", SYN4)[0] == 0
+
+
+def test_train_curve_pam_refuse_a_folder_another_process_holds(
+    pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another live process holds the --out folder: every command refuses at once."""
+    import os
+    import subprocess
+    import sys
+
+    import neuralign
+
+    out = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from neuralign.io.runlock import RunLock; "
+            "l = RunLock(sys.argv[1], 'holder').acquire(); print('locked', flush=True); "
+            "sys.stdin.read()",
+            str(out),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(neuralign.__file__).parents[1])},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        for argv in (
+            ["train", "--arch", "mlp", *FAST, "--out", out],
+            ["curve", *pair, *FAST, "--out", out],
+            ["pam", *pair, *FAST, "--p-epochs", "1", "--out", out],
+        ):
+            refused(cli(capsys, *argv), f"in use by `holder` (pid {holder.pid}")
+        assert sorted(p.name for p in out.iterdir()) == [".neuralign.lock"]
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)

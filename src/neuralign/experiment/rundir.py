@@ -5,6 +5,8 @@ Layout::
     config.toml                 the experiment's config (guards against mixing configs)
     spec.json                   the discovered permutation spec
     timings.json                wall time per stage
+    integrity.json              artefact records of the result files that are their own marker
+    .neuralign.lock             held by the running `neuralign run` (removed when it ends)
     endpoints/seed{S}/          model.safetensors, trainer.pt, metrics.jsonl, done.json
     align/pair{I}/{method}.json permutation + per-group correlations; {method}.safetensors
     curves/pair{I}/{variant}-{kind}/   curve.safetensors, history.jsonl, done.json (pam/)
