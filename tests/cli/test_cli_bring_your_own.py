@@ -63,12 +63,20 @@ def endpoints(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> lis
 def test_own_model_and_npz_through_train_align_curve_eval_path_plane(
     digits_npz: Path, endpoints: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from neuralign.models import reference
+
     a, b = endpoints[:2]
     model = na.load_model(a)
     assert na.model_spec(model)["name"] == FACTORY and isinstance(model[1], nn.BatchNorm2d)
     data = ["--dataset", str(digits_npz), "--device", "cpu", "--no-progress"]
     aligned = tmp_path / "b_aligned.safetensors"
-    assert main(["align", str(a), str(b), *data, "--out", str(aligned)]) == 0
+    # A fresh process has not built the factory: reading checkpoints that name it needs
+    # --trust-code (a one-line error otherwise, nothing written).
+    reference._TRUSTED.clear()
+    assert main(["align", str(a), str(b), *data, "--out", str(aligned)]) == 2
+    assert "--trust-code" in capsys.readouterr().err and not aligned.exists()
+    assert main(["--trust-code", "align", str(a), str(b), *data, "--out", str(aligned)]) == 0
+    reference.trust_reference(FACTORY)  # as if built in this process (the other commands)
     curve = tmp_path / "curve"
     args = ["curve", str(a), str(aligned), *data, "--epochs", "1", "--batch-size", "64"]
     assert main([*args, "--no-augment", "--out", str(curve)]) == 0

@@ -106,3 +106,37 @@ def test_checkpoint_of_a_vanished_file_says_so(tmp_path: Path) -> None:
     src.unlink()
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(path)
+
+
+def test_a_checkpoint_naming_code_is_not_run_unless_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import save_file
+
+    from neuralign.models import reference
+    from neuralign.models.reference import UntrustedCodeError
+
+    monkeypatch.setattr(reference, "_TRUSTED", set())
+    monkeypatch.delenv("NEURALIGN_TRUST_CODE", raising=False)
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.safetensors"
+    spec = {"name": "subprocess:getoutput", "kwargs": {"cmd": f"touch {marker}"}}
+    import json
+
+    save_file({"w": torch.zeros(1)}, str(evil), metadata={"neuralign": json.dumps({"arch": spec})})
+    with pytest.raises(UntrustedCodeError, match="names the model factory 'subprocess:getoutput'"):
+        load_model(evil)
+    assert not marker.exists()
+    # A reference built in this process is trusted; so is one allowed explicitly.
+    src = tmp_path / "net.py"
+    src.write_text(
+        "import torch.nn as nn\ndef f(num_classes=10):\n    return nn.Linear(3, num_classes)\n"
+    )
+    path = save_checkpoint(tmp_path / "m.safetensors", create_model(f"{src}:f", num_classes=2))
+    assert load_model(path).out_features == 2
+    monkeypatch.setattr(reference, "_TRUSTED", set())
+    with pytest.raises(UntrustedCodeError, match="--trust-code"):
+        load_model(path)
+    assert load_model(path, trust_code=True).out_features == 2
+    monkeypatch.setenv("NEURALIGN_TRUST_CODE", "1")
+    assert load_model(path).out_features == 2

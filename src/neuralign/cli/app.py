@@ -19,7 +19,13 @@ from neuralign.errors import NeuralignError
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="neuralign")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
-def cli(verbose: bool) -> None:
+@click.option(
+    "--trust-code",
+    is_flag=True,
+    help="Let checkpoints that name your own model factory (file.py:factory, "
+    "package.module:factory) import and run it.",
+)
+def cli(verbose: bool, trust_code: bool) -> None:
     """neuralign: neuron alignment and mode connectivity (Tatro et al., NeurIPS 2020).
 
     Train endpoint networks, discover their permutation symmetry, align them, fit curves
@@ -29,6 +35,9 @@ def cli(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from neuralign.models.reference import trust_all_references
+
+    trust_all_references(trust_code)
     _init_distributed()
 
 

@@ -131,7 +131,7 @@ def pam_cmd(
     )
     # A fixed, non-augmented training subset scores rounding candidates and logs the objective.
     score_set = scoring_subset(train, cfg, seed=seed + 1)
-    fields = {
+    fields: dict[str, Any] = {
         "pam": cfg.to_dict(),
         "init": init,
         "align_fraction": align_fraction,

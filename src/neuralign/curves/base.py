@@ -521,8 +521,13 @@ class Curve(nn.Module):
                 )
             try:
                 from neuralign.models import create_model  # type: ignore[attr-defined]
+                from neuralign.models.reference import is_reference, require_trusted
 
+                if is_reference(spec["name"]):
+                    require_trusted(spec["name"], str(path))  # a file naming code: only if allowed
                 model = create_model(spec["name"], **spec.get("kwargs", {}))
+            except CheckpointError:
+                raise
             except Exception as exc:
                 raise CheckpointError(
                     f"cannot rebuild the model from spec {spec}: {exc}; pass model=..."

@@ -296,6 +296,7 @@ def load_model(
     *,
     arch: str | None = None,
     device: str | torch.device = "cpu",
+    trust_code: bool = False,
     **arch_kwargs: Any,
 ) -> nn.Module:
     """Rebuild a model from a checkpoint file alone (or with ``arch`` for foreign files).
@@ -304,6 +305,10 @@ def load_model(
         path: a neuralign ``.safetensors`` checkpoint or a foreign state-dict file.
         arch: registry name, required when the file carries no neuralign metadata.
         device: where to put the model.
+        trust_code: rebuild a model whose metadata names your own factory
+            (``package.module:factory`` / ``file.py:factory``) even if it was not trusted in
+            this process; that imports and runs the code (see
+            :mod:`neuralign.models.reference`).
         **arch_kwargs: architecture arguments overriding/adding to the stored ones.
 
     Returns:
@@ -325,6 +330,10 @@ def load_model(
         raise CheckpointError(f"{path}: malformed architecture name {name!r:.60}")
     kwargs = dict(spec.get("kwargs") or {}) if spec.get("name") == name else {}
     kwargs.update(arch_kwargs)
+    from neuralign.models.reference import is_reference, require_trusted
+
+    if arch is None and is_reference(name) and not trust_code:
+        require_trusted(name, str(path))  # the file names code: run it only if allowed
     # Build on the meta device first: untrusted metadata must not allocate (or crash) before
     # its shapes are checked against the tensors actually in the file.
     try:

@@ -26,6 +26,7 @@ from torch import nn
 from neuralign.alignment import align
 from neuralign.checks import check_compatible_models
 from neuralign.data import Dataset, TensorLoader, balanced_subset
+from neuralign.data.recipes import bn_subset as bn_subset_of
 from neuralign.errors import ConfigError
 from neuralign.merge.average import average_states
 from neuralign.merge.repair import RepairReport, repair
@@ -141,7 +142,7 @@ def merge(
     check_compatible_models(list(models), what="merge")
     device = _device(models[0])
     align_data = balanced_subset(data, fraction=subset_fraction, seed=seed)
-    bn_data = balanced_subset(data, n=min(bn_subset, len(data)), seed=seed + 1)
+    bn_data = bn_subset_of(data, bn_subset, seed)  # the same BN subset as path evaluation
     bn_loader = TensorLoader(bn_data, batch_size=batch_size, device=device)
     if spec is None:
         x = bn_data.images[:2].to(device).float().div_(255.0)

@@ -12,6 +12,13 @@ instead:
 **This imports and runs your code** (module-level statements included), exactly as
 ``import`` would; only use references to code you trust.
 
+A checkpoint (or curve file) that *names* a factory is data that asks to run code, so
+reading one does not import anything unless you allow it: the reference is trusted when
+you built a model from it yourself in this process (``create_model``, ``--arch``, a config's
+``model.arch``), when you pass ``trust_code=True`` to :func:`~neuralign.io.load_model`, when
+the CLI runs with ``neuralign --trust-code ...``, or when ``NEURALIGN_TRUST_CODE=1`` is set.
+Otherwise :class:`UntrustedCodeError` says which code the file names and how to allow it.
+
 The factory is called with keyword arguments: the caller's own arguments (the config's
 ``model.kwargs``, ``--width``) are always passed, and an error is raised if the factory does
 not accept one; the arguments neuralign supplies from the data (``num_classes``,
@@ -35,12 +42,59 @@ from typing import Any
 
 from torch import nn
 
-from neuralign.errors import ConfigError
+from neuralign.errors import CheckpointError, ConfigError
 
-__all__ = ["CONTEXT_ARGUMENTS", "build_from_reference", "is_reference", "normalise_reference"]
+__all__ = [
+    "CONTEXT_ARGUMENTS",
+    "UntrustedCodeError",
+    "build_from_reference",
+    "is_reference",
+    "normalise_reference",
+    "require_trusted",
+    "trust_all_references",
+    "trust_reference",
+]
 
 #: Arguments neuralign fills from the data; passed to a factory only if it accepts them.
 CONTEXT_ARGUMENTS = ("num_classes", "in_channels", "mean", "std", "image_size")
+
+_TRUSTED: set[str] = set()
+_TRUST_ALL = False
+
+
+class UntrustedCodeError(CheckpointError):
+    """A file names a model factory (code) that has not been trusted in this process."""
+
+
+def trust_reference(ref: str) -> None:
+    """Allow files naming ``ref`` to import and run it (done by building a model from it)."""
+    _TRUSTED.add(normalise_reference(ref))
+
+
+def trust_all_references(flag: bool = True) -> None:
+    """Allow every model reference named by a file (the CLI's ``--trust-code``)."""
+    global _TRUST_ALL
+    _TRUST_ALL = bool(flag)
+
+
+def require_trusted(ref: str, source: str) -> None:
+    """Refuse to import ``ref`` on behalf of the file ``source`` unless it is trusted.
+
+    Raises:
+        UntrustedCodeError: Naming the code and the three ways to allow it.
+    """
+    import os
+
+    if _TRUST_ALL or os.environ.get("NEURALIGN_TRUST_CODE") == "1":
+        return
+    if normalise_reference(ref) in _TRUSTED:
+        return
+    raise UntrustedCodeError(
+        f"{source} names the model factory {ref!r}: rebuilding it imports and runs that code. "
+        "If you trust it, run the CLI as `neuralign --trust-code ...`, pass trust_code=True "
+        "(or arch=...) to load_model, or set NEURALIGN_TRUST_CODE=1"
+    )
+
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 

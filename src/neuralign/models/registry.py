@@ -204,11 +204,16 @@ def _create_from_reference(
     ref: str, num_classes: int, in_channels: int, kw: dict[str, Any]
 ) -> nn.Module:
     """Build ``package.module:factory`` / ``file.py:factory`` (see :mod:`.reference`)."""
-    from neuralign.models.reference import build_from_reference, normalise_reference
+    from neuralign.models.reference import (
+        build_from_reference,
+        normalise_reference,
+        trust_reference,
+    )
 
     ref = normalise_reference(ref)
     args = {"num_classes": num_classes, "in_channels": in_channels, **kw}
     model, passed = build_from_reference(ref, **args)
+    trust_reference(ref)  # built on the caller's request: files naming it may rebuild it
     kwargs = {k: _to_jsonable(v, k) for k, v in passed.items()}
     setattr(model, SPEC_ATTRIBUTE, {"name": ref, "kwargs": kwargs})
     return model

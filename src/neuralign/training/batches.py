@@ -31,9 +31,9 @@ class UserBatches:
 
     def set_epoch(self, epoch: int) -> None:
         """Kept for the interface of :class:`~neuralign.data.TensorLoader`."""
-        sampler = getattr(self.batches, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)  # a DistributedSampler reshuffles per epoch
+        set_epoch = getattr(getattr(self.batches, "sampler", None), "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)  # a DistributedSampler reshuffles per epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = 0

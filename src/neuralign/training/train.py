@@ -158,11 +158,12 @@ def train_model(
     user_train = as_user_batches(train_data, dev, "train_data")
     user_test = as_user_batches(test_data, dev, "test_data") if test_data is not None else None
     if user_train is None:
+        assert isinstance(train_data, Dataset)
         check_training_data(train_data)
         check_model_fits_data(model, train_data)
     elif dist_.world_size() > 1:
         raise ConfigError("distributed training needs a neuralign Dataset, not your own batches")
-    if test_data is not None and user_test is None:
+    if isinstance(test_data, Dataset):
         check_model_fits_data(model, test_data)
     use_amp = cfg.amp and dev.type == "cuda"
     model.to(dev)
@@ -178,22 +179,25 @@ def train_model(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
-    loader: TensorLoader | UserBatches = user_train or TensorLoader(
-        train_data,
-        batch_size=cfg.batch_size // world,
-        shuffle=True,
-        augment=default_augment(train_data) if cfg.augment else None,
-        device=dev,
-        seed=cfg.seed,
-        drop_last=world > 1,
-        rank=dist_.rank(),
-        world_size=world,
-    )
-    test_loader: TensorLoader | UserBatches | None = user_test or (
-        TensorLoader(test_data, batch_size=max(256, cfg.batch_size), device=dev)
-        if test_data is not None
-        else None
-    )
+    loader: TensorLoader | UserBatches
+    if user_train is not None:
+        loader = user_train
+    else:
+        assert isinstance(train_data, Dataset)
+        loader = TensorLoader(
+            train_data,
+            batch_size=cfg.batch_size // world,
+            shuffle=True,
+            augment=default_augment(train_data) if cfg.augment else None,
+            device=dev,
+            seed=cfg.seed,
+            drop_last=world > 1,
+            rank=dist_.rank(),
+            world_size=world,
+        )
+    test_loader: TensorLoader | UserBatches | None = user_test
+    if isinstance(test_data, Dataset):
+        test_loader = TensorLoader(test_data, batch_size=max(256, cfg.batch_size), device=dev)
     result = TrainResult()
     base_meta = dict(metadata or {})
     base_meta.update({"seed": cfg.seed, "train_config": cfg.__dict__})
