@@ -1,19 +1,29 @@
-"""Alignment cost vs its floor (issue: wall time and peak memory of ``align``).
+"""Alignment cost vs its floor: time, and peak memory as the number of images grows.
 
-For each model: wall time of ``align(method="correlation")`` over N images divided by the
-wall time of plain forward passes of both models over the same images (same batches, split
-into the same 4 micro-batches that align's lock-step pass uses — on CPU small batches are
-faster, so this is the honest floor; eval mode, no grad). Peak memory:
-each measurement runs in a fresh subprocess; we report the peak RSS growth over the
-process's RSS just before the measured work (data and models already loaded, one warm-up
-batch done), for ``align`` and for the plain forward passes, and their ratio.
+Time: ``correlation_statistics`` (the lock-step pass of ``align(method="correlation")``,
+without the assignment solve) over N images / plain forward passes of both models over the
+same images, split into the same 4 micro-batches that the lock-step pass uses (on CPU small
+batches are faster, so this is the honest floor; eval mode, no grad). Both sides run in one
+process, alternating, and the median of ``--repeats`` repetitions is reported, for wall time
+and for the process's CPU time (less sensitive to other processes on a shared machine).
+Goal (issue 15): ResNet32 on 10k images <= 1.2.
+
+Memory: each measurement runs in a fresh subprocess; the peak RSS growth over the process's
+RSS just before the measured work (data and models loaded, one warm-up batch done; the
+kernel's peak mark is reset there, so loading transients do not count) is
+reported for ``align`` on ``--images`` and on ``--small-images`` images, and for the plain
+forward passes. "Flat in the number of images" means align's growth on N images / its
+growth on N/5 images stays near 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -24,16 +34,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
 
-def _child(arch: str, mode: str, images: int, batch: int, dataset: str) -> dict[str, float]:
-    from neuralign.alignment import align
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _setup(arch: str, images: int, batch: int, dataset: str):  # type: ignore[no-untyped-def]
     from neuralign.data import TensorLoader, balanced_subset, load_dataset
     from neuralign.models import create_model
     from neuralign.perm import discover_spec
@@ -51,85 +70,125 @@ def _child(arch: str, mode: str, images: int, batch: int, dataset: str) -> dict[
     with torch.no_grad():  # warm-up
         a(x0)
         b(x0)
-    base = _rss_mb()
+    return a, b, loader, spec
+
+
+def _forward(a: torch.nn.Module, b: torch.nn.Module, loader) -> None:  # type: ignore[no-untyped-def]
+    with torch.no_grad():
+        for x, _ in loader:
+            # the same micro-batches as the lock-step pass (4 per batch)
+            for chunk in x.split(-(-x.shape[0] // 4)):
+                a(chunk)
+                b(chunk)
+
+
+def _child(arch: str, mode: str, images: int, batch: int, dataset: str) -> dict[str, float]:
+    from neuralign.alignment import align
+
+    a, b, loader, spec = _setup(arch, images, batch, dataset)
+    gc.collect()
+    # the peak of the measured work only, not of loading the data set before it
+    reset = _reset_peak()
+    base = _status_mb("VmRSS")
     t0 = time.perf_counter()
     if mode == "forward":
-        with torch.no_grad():
-            for x, _ in loader:
-                # the same micro-batches as align's lock-step pass (4 per batch)
-                for chunk in x.split(-(-x.shape[0] // 4)):
-                    a(chunk)
-                    b(chunk)
+        _forward(a, b, loader)
     else:
         align(a, b, loader, method="correlation", spec=spec)
     dt = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if reset:
+        peak = _status_mb("VmHWM")
+    else:  # process-lifetime peak: includes loading transients
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"seconds": dt, "extra_mb": max(peak - base, 0.0), "base_mb": base}
+
+
+def _run_child(arch: str, mode: str, images: int, args: argparse.Namespace) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", arch, mode, "--images", str(images)]
+    cmd += ["--batch-size", str(args.batch_size), "--dataset", args.dataset]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--models", nargs="*", default=["tinyten", "resnet32"])
     p.add_argument("--images", type=int, default=10000)
+    p.add_argument("--small-images", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--child", nargs=2, metavar=("ARCH", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(
-            json.dumps(
-                _child(args.child[0], args.child[1], args.images, args.batch_size, args.dataset)
-            )
-        )
+        res = _child(args.child[0], args.child[1], args.images, args.batch_size, args.dataset)
+        print(json.dumps(res))
         return []
     from _common import device_name, write_rows
 
+    from neuralign.alignment import align
+
     rows = []
     for arch in args.models:
-        res = {}
-        for mode in ("forward", "align"):
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    arch,
-                    mode,
-                    "--images",
-                    str(args.images),
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--dataset",
-                    args.dataset,
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        row = {
-            "benchmark": "align_cost",
+        load0 = os.getloadavg()[0]
+        a, b, loader, spec = _setup(arch, args.images, args.batch_size, args.dataset)
+        wall: dict[str, list[float]] = {"forward": [], "align": []}
+        cpu: dict[str, list[float]] = {"forward": [], "align": []}
+        sides = {
+            "forward": lambda: _forward(a, b, loader),
+            "align": lambda: align(a, b, loader, method="correlation", spec=spec),
+        }
+        for i in range(args.repeats):
+            for side in ("forward", "align") if i % 2 == 0 else ("align", "forward"):
+                w0, c0 = time.perf_counter(), time.process_time()
+                sides[side]()
+                wall[side].append(time.perf_counter() - w0)
+                cpu[side].append(time.process_time() - c0)
+        med = {k: statistics.median(v) for k, v in wall.items()}
+        med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+        row: dict[str, object] = {
+            "benchmark": "align_floor",
             "model": arch,
             "dataset": args.dataset,
             "images": args.images,
             "batch_size": args.batch_size,
             "device": device_name(torch.device("cpu")),
-            "forward_s": round(res["forward"]["seconds"], 2),
-            "align_s": round(res["align"]["seconds"], 2),
-            "time_ratio": round(res["align"]["seconds"] / res["forward"]["seconds"], 3),
-            "forward_extra_mb": round(res["forward"]["extra_mb"], 1),
-            "align_extra_mb": round(res["align"]["extra_mb"], 1),
-            "memory_ratio": round(
-                res["align"]["extra_mb"] / max(res["forward"]["extra_mb"], 1.0), 3
-            ),
+            "repeats": args.repeats,
+            "forward_s": round(med["forward"], 2),
+            "align_s": round(med["align"], 2),
+            "time_ratio": round(med["align"] / med["forward"], 3),
+            "cpu_time_ratio": round(med_cpu["align"] / med_cpu["forward"], 3),
         }
+        if not args.no_memory:
+            fwd = _run_child(arch, "forward", args.images, args)
+            big = _run_child(arch, "align", args.images, args)
+            small = _run_child(arch, "align", args.small_images, args)
+            row.update(
+                {
+                    "forward_extra_mb": round(fwd["extra_mb"], 1),
+                    "align_extra_mb": round(big["extra_mb"], 1),
+                    "align_extra_mb_small": round(small["extra_mb"], 1),
+                    "small_images": args.small_images,
+                    "memory_ratio": round(big["extra_mb"] / max(fwd["extra_mb"], 1.0), 3),
+                    "memory_growth": round(big["extra_mb"] / max(small["extra_mb"], 1.0), 3),
+                }
+            )
+        row["load_before"] = round(load0, 2)
+        row["load_after"] = round(os.getloadavg()[0], 2)
         rows.append(row)
-        print(
+        msg = (
             f"{arch:9s} align {row['align_s']}s / forward passes {row['forward_s']}s = "
-            f"{row['time_ratio']}x;  extra memory {row['align_extra_mb']} MB vs "
-            f"{row['forward_extra_mb']} MB = {row['memory_ratio']}x"
+            f"{row['time_ratio']}x (CPU time {row['cpu_time_ratio']}x)"
         )
-    write_rows("align_cost", rows)
+        if not args.no_memory:
+            msg += (
+                f"; extra memory {row['align_extra_mb']} MB ({args.images} images) vs "
+                f"{row['align_extra_mb_small']} MB ({args.small_images}) = "
+                f"{row['memory_growth']}x, vs forward {row['forward_extra_mb']} MB"
+            )
+        print(msg + f" (load {row['load_before']}->{row['load_after']})", flush=True)
+    write_rows("align_floor", rows)
     return rows
 
 

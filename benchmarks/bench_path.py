@@ -29,17 +29,26 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def alternate(a: Callable[[], None], b: Callable[[], None], repeats: int) -> tuple[float, float]:
-    """Median wall times of ``a`` and ``b`` over ``repeats`` alternating repetitions."""
-    ta: list[float] = []
-    tb: list[float] = []
+def alternate(
+    a: Callable[[], None], b: Callable[[], None], repeats: int
+) -> tuple[float, float, float, float]:
+    """Median wall and CPU times of ``a`` and ``b`` over ``repeats`` alternating repetitions.
+
+    Returns ``(wall_a, wall_b, cpu_a, cpu_b)``.
+    """
+    wa: list[float] = []
+    wb: list[float] = []
+    ca: list[float] = []
+    cb: list[float] = []
     for i in range(repeats):
-        order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
-        for fn, out in order:
-            t0 = time.perf_counter()
+        order = ((a, wa, ca), (b, wb, cb)) if i % 2 == 0 else ((b, wb, cb), (a, wa, ca))
+        for fn, wall, cpu in order:
+            w0, c0 = time.perf_counter(), time.process_time()
             fn()
-            out.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
+            wall.append(time.perf_counter() - w0)
+            cpu.append(time.process_time() - c0)
+    med = statistics.median
+    return med(wa), med(wb), med(ca), med(cb)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
@@ -54,8 +63,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--models", nargs="*", default=["tinyten", "resnet32"])
     p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--test-images", type=int, default=3000)
-    p.add_argument("--bn-images", type=int, default=3000)
+    p.add_argument("--test-images", type=int, default=2000)
+    p.add_argument("--bn-images", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--points", type=int, default=4, help="K for the multi-point check")
@@ -92,7 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
 
         load0 = os.getloadavg()[0]
         path_point()  # warm-up (allocator, oneDNN primitives)
-        t_path, t_plain = alternate(path_point, plain_point, args.repeats)
+        t_path, t_plain, c_path, c_plain = alternate(path_point, plain_point, args.repeats)
 
         # multi-point: K values of t in one vmapped pass vs one by one
         k = args.points
@@ -115,7 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
 
             return go
 
-        t_many, t_one = alternate(run_path(k), run_path(1), 1)
+        t_many, t_one, _, _ = alternate(run_path(k), run_path(1), 1)
         one, many = results[1], results[k]
         rel = max(
             abs(x - y) / max(abs(y), 1e-12)
@@ -133,6 +142,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             "plain_point_s": round(t_plain, 3),
             "path_point_s": round(t_path, 3),
             "path_ratio": round(t_path / t_plain, 3),
+            "path_cpu_time_ratio": round(c_path / c_plain, 3),
             "multi_points": k,
             "multi_max_rel_loss_diff": float(f"{rel:.3g}"),
             "multi_acc_identical": acc_same,
@@ -142,7 +152,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         }
         rows.append(row)
         print(
-            f"{arch:9s} path point {t_path:.2f}s / plain {t_plain:.2f}s = {row['path_ratio']}x; "
+            f"{arch:9s} path point {t_path:.2f}s / plain {t_plain:.2f}s = {row['path_ratio']}x "
+            f"(CPU time {row['path_cpu_time_ratio']}x); "
             f"{k} points vmapped vs one by one: max rel loss diff {rel:.2g}, "
             f"acc identical {acc_same}, time {row['multi_time_ratio']}x "
             f"(load {load0:.1f}->{load1:.1f})",

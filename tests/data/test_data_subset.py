@@ -77,6 +77,16 @@ def test_impossible_requests() -> None:
         balanced_subset(ds, fraction=1.5)
     with pytest.raises(DataError, match="n must be"):
         balanced_subset(ds, n=0)
-    missing = Dataset(ds.images[:4], torch.tensor([0, 0, 1, 1]), 3, "toy", (0.1,), (0.2,))
-    with pytest.raises(DataError, match="no samples of class"):
-        balanced_subset(missing, n=3)
+    single = Dataset(ds.images[:4], torch.tensor([2, 2, 2, 2]), 3, "toy", (0.1,), (0.2,))
+    with pytest.raises(DataError, match="only 1 of its 3 classes"):
+        balanced_subset(single, n=3)
+
+
+def test_absent_classes_fall_back_to_stratified(caplog: pytest.LogCaptureFixture) -> None:
+    """A small slice of a dataset (CIFAR fixtures: 15 images of 10 classes)."""
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    part = Dataset(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), labels, 3, "toy", (0.1,), (0.2,))
+    with caplog.at_level(logging.WARNING, logger="neuralign.data.subset"):
+        sub = balanced_subset(part, n=5)
+    assert "1 of its 3 classes have no sample" in caplog.text
+    assert sub.class_counts().tolist() == [2, 3, 0]

@@ -43,11 +43,20 @@ def test_layout_of_every_artefact(tmp_path: Path) -> None:
 
 
 def test_markers_are_written_last_and_read_back(tmp_path: Path) -> None:
-    rd = RunDir(tmp_path)
+    notes: list[str] = []
+    rd = RunDir(tmp_path, notify=notes.append)
     marker = rd.endpoint_marker(0)
     assert rd.done(marker) is None and not rd.is_done(marker)
+    rd.endpoint_dir(0).mkdir(parents=True)
+    rd.endpoint_checkpoint(0).write_bytes(b"weights")
+    with pytest.raises(FileNotFoundError):  # a marker cannot vouch for a missing file
+        rd.mark_done(marker, {"test_acc": 91.5}, artefacts=[rd.endpoint_checkpoint(1)])
     rd.mark_done(marker, {"test_acc": 91.5}, artefacts=[rd.endpoint_checkpoint(0)])
     assert rd.is_done(marker) and rd.done(marker) == {"test_acc": 91.5}
+    rd.endpoint_checkpoint(0).write_bytes(b"weigh")  # truncated: the marker is void
+    assert not rd.is_done(marker) and not marker.exists()
+    assert not rd.endpoint_checkpoint(0).exists()  # the corrupted file went too
+    assert "endpoints/seed0/model.safetensors: size 5 bytes, recorded 7" in notes[0]
     saved = []
     out = rd.path_file(0, "unaligned", "line")
     rd.mark_done(

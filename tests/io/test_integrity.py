@@ -15,7 +15,7 @@ def _files(tmp_path: Path) -> dict[str, dict]:
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.bin").write_bytes(b"abc" * 100)
     (tmp_path / "sub" / "b.json").write_text('{"x": 1}')
-    return record_artefacts([tmp_path / "a.bin", "sub/b.json"], tmp_path)
+    return record_artefacts([tmp_path / "a.bin", tmp_path / "sub" / "b.json"], tmp_path)
 
 
 def test_record_content(tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_record_content(tmp_path: Path) -> None:
     assert verify_artefacts(rec, tmp_path) == []
     assert verify_artefacts(rec, tmp_path, verify=True) == []
     with pytest.raises(FileNotFoundError):
-        record_artefacts(["nope"], tmp_path)
+        record_artefacts([tmp_path / "nope"], tmp_path)
     with pytest.raises(ValueError):
         record_artefacts([tmp_path.parent / "x"], tmp_path)
 

@@ -129,3 +129,20 @@ def test_fused_combination_matches_the_loop() -> None:
     assert leaf.grad is not None and torch.allclose(leaf.grad, torch.full_like(leaf, 0.5))
     with pytest.raises(ValueError):
         fused_combination(controls, [1.0])
+
+
+def test_batched_failure_falls_back_to_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import neuralign.paths.evaluate as ev
+
+    a, b = make_pair(ConvBN)
+    curve = Bezier(a, b)
+    kw = {"ts": 3, "bn_data": _data(64, 32, seed=3), "progress": False}
+    one = evaluate_path(curve, _data(), points_per_pass=1, **kw)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no batching rule")
+
+    monkeypatch.setattr(ev, "evaluate_states", broken)
+    with pytest.warns(RuntimeWarning, match="one by one"):
+        many = evaluate_path(curve, _data(), points_per_pass=3, train_data=_data(seed=4), **kw)
+    assert many.test_loss == one.test_loss and many.train_loss is not None

@@ -136,3 +136,17 @@ def test_permute_model_without_spec_uses_the_permutations_spec() -> None:
     other = discover_spec(*make_modern("flatten_head"))
     with pytest.raises(PermutationError, match="not the spec the permutation was made for"):
         permute_model(model, perm, other)
+
+
+@pytest.mark.parametrize("arch", ["vit", "convnext"])
+def test_spec_command_prints_coverage(arch: str, tmp_path, capsys) -> None:
+    from neuralign.cli import main
+    from neuralign.io import save_checkpoint
+    from neuralign.models import create_model, tiny_kwargs
+
+    path = save_checkpoint(tmp_path / "m.safetensors", create_model(arch, **tiny_kwargs(arch)))
+    assert main(["spec", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "coverage:" in out and "head: it reaches a network output" in out
+    if arch == "vit":
+        assert "blocks.0.attn.qkv.qk" in out and "=4x" in out  # heads as blocks

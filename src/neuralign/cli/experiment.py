@@ -29,6 +29,12 @@ from neuralign.cli.options import progress_option
 @click.option("--device", default=None, help="Override the config's device.")
 @click.option("--force", is_flag=True, help="Reuse a run folder written by another config.")
 @click.option(
+    "--verify",
+    is_flag=True,
+    help="Hash every artefact finished stages vouch for (default: only files whose size or "
+    "modification time changed); a corrupted one is recomputed with what depends on it.",
+)
+@click.option(
     "--stage",
     "stages",
     multiple=True,
@@ -42,6 +48,7 @@ def run_cmd(
     data_dir: str | None,
     device: str | None,
     force: bool,
+    verify: bool,
     stages: tuple[str, ...],
     progress: bool,
 ) -> None:
@@ -76,7 +83,13 @@ def run_cmd(
     click.echo(f"run folder: {out}")
     t0 = time.perf_counter()
     run_experiment(
-        cfg, out, stages=tuple(stages) or STAGES, force=force, progress=progress, echo=click.echo
+        cfg,
+        out,
+        stages=tuple(stages) or STAGES,
+        force=force,
+        progress=progress,
+        echo=click.echo,
+        verify=verify,
     )
     click.echo(f"done in {time.perf_counter() - t0:.1f}s; report: {out / 'report.md'}")
 

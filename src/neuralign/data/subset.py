@@ -27,9 +27,10 @@ def balanced_subset(
 
     * ``n >= len(dataset)`` (or ``fraction=1``) returns the whole split, logged at INFO:
       asking for everything gets everything, whatever its class balance.
-    * When some class has fewer samples than its balanced share, the subset is drawn
-      stratified proportionally instead (each class keeps its share of the split, largest
-      remainders rounded up), with a warning.
+    * When some class has fewer samples than its balanced share (or none at all, as in a
+      small slice of a dataset), the subset is drawn stratified proportionally instead
+      (each class keeps its share of the split, largest remainders rounded up), with a
+      warning. Fewer than two classes present is refused.
 
     Args:
         dataset: Source dataset (not modified).
@@ -42,7 +43,7 @@ def balanced_subset(
 
     Raises:
         DataError: If both or neither size is given, the size is not positive, the
-            dataset is empty, or a class the subset needs has no sample at all.
+            dataset is empty, or it holds fewer than two classes.
     """
     if (n is None) == (fraction is None):
         raise DataError("balanced_subset: pass exactly one of n= and fraction=")
@@ -69,25 +70,27 @@ def balanced_subset(
     per_class[torch.randperm(k, generator=gen)[: n % k]] += 1
     counts = dataset.class_counts().cpu()
     absent = (counts == 0).nonzero().flatten().tolist()
-    if absent and int(per_class[absent].max()) > 0:
-        present = k - len(absent)
+    present = k - len(absent)
+    if present < 2:
         raise DataError(
             f"balanced_subset: {dataset.name!r} has no samples of class(es) {absent[:10]} "
-            f"(only {present} of its {k} classes are present); a class-balanced subset "
-            "needs every class: is the dataset truncated or filtered?"
+            f"(only {present} of its {k} classes are present); a subset of a classification "
+            "set needs at least two classes: is the dataset truncated or filtered?"
         )
     short = (per_class > counts).nonzero().flatten().tolist()
     if short:
         c = short[0]
+        why = (
+            f"{len(absent)} of its {k} classes have no sample, e.g. {absent[:5]}"
+            if absent
+            else f"class {c} has {int(counts[c])} samples but needs {int(per_class[c])}"
+        )
         logger.warning(
-            "balanced_subset: cannot take %d class-balanced samples from %s (class %d has %d "
-            "samples but needs %d); drawing a stratified proportional subset instead (at most "
-            "%d samples would be balanced)",
+            "balanced_subset: cannot take %d class-balanced samples from %s (%s); drawing a "
+            "stratified proportional subset instead (at most %d samples would be balanced)",
             n,
             dataset.name,
-            c,
-            int(counts[c]),
-            int(per_class[c]),
+            why,
             int(counts.min()) * k,
         )
         per_class = _proportional(counts, n, gen)

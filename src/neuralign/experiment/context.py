@@ -22,6 +22,7 @@ from neuralign.data import (
     make_loader,
 )
 from neuralign.device import select_device
+from neuralign.errors import ConfigError
 from neuralign.experiment.config import ExperimentConfig
 from neuralign.experiment.rundir import RunDir
 from neuralign.io.checkpoint import load_model
@@ -156,12 +157,23 @@ class RunContext:
         """The trained endpoint of ``seed`` (on the run's device, eval mode)."""
         return load_model(self.run_dir.endpoint_checkpoint(seed), device=self.device)
 
-    def model_b(self, pair: int, variant: str) -> nn.Module:
-        """Endpoint B of ``pair`` as used by ``variant`` (unaligned or aligned)."""
+    def model_b_file(self, pair: int, variant: str) -> Path:
+        """The checkpoint of endpoint B of ``pair`` as used by ``variant``."""
         _, b = self.cfg.pairs[pair]
         if variant == "unaligned":
-            return self.endpoint(b)
-        return load_model(self.run_dir.align_checkpoint(pair, variant), device=self.device)
+            return self.run_dir.endpoint_checkpoint(b)
+        return self.run_dir.align_checkpoint(pair, variant)
+
+    def model_b(self, pair: int, variant: str) -> nn.Module:
+        """Endpoint B of ``pair`` as used by ``variant`` (unaligned or aligned)."""
+        return load_model(self.model_b_file(pair, variant), device=self.device)
+
+    def path_inputs(self, pair: int, variant: str, kind: str) -> list[Path]:
+        """The files the path ``variant``-``kind`` of ``pair`` is computed from."""
+        if kind == "line":
+            a, _ = self.cfg.pairs[pair]
+            return [self.run_dir.endpoint_checkpoint(a), self.model_b_file(pair, variant)]
+        return [self.run_dir.curve_checkpoint(pair, variant, kind)]
 
     def spec(self) -> Any:
         """The permutation spec of the architecture (discovered once, saved as spec.json)."""
@@ -192,6 +204,11 @@ class RunContext:
             return cls(model_a, model_b).to(self.device)
         curve = cls(model_a, model_b, num_bends=self.cfg.curves.bends)
         trained = self.run_dir.curve_checkpoint(pair, variant, kind)
-        if trained.exists():
-            curve = cls.load(trained, model_a)
+        if not trained.exists():
+            # never evaluate the untrained initial curve as if it were the trained one
+            raise ConfigError(
+                f"{trained} is missing: the curve {variant}-{kind} of pair {pair} is not "
+                "trained yet; run the curves stage (`neuralign run` without --stage)"
+            )
+        curve = cls.load(trained, model_a)
         return curve.to(self.device)

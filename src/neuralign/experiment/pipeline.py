@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from neuralign import distributed as dist_
 from neuralign.experiment.config import ExperimentConfig, parse_config
 from neuralign.experiment.context import Echo, RunContext
 from neuralign.experiment.stages import RUNNERS, STAGES
@@ -42,11 +43,14 @@ class Experiment(RunContext):
         force: bool = False,
         progress: bool = True,
         echo: Echo | None = None,
+        verify: bool = False,
     ) -> None:
         super().__init__(cfg, run_dir, progress=progress, echo=echo)
+        self.run_dir.verify = verify
+        self.run_dir.notify = self.echo
         self.run_dir.guard(cfg, force)
 
-    def _start(self, stages: tuple[str, ...]) -> None:
+    def _start(self, stages: tuple[str, ...], lock: Any = None) -> None:
         """Validate the inputs, then claim the run folder (write ``config.toml``).
 
         Nothing is written before the data load and the model fits them, so a bad input
@@ -58,12 +62,33 @@ class Experiment(RunContext):
             check_training_data(self.data.train)
             probe = build_model(self.cfg.model.arch, self.model_kwargs())
             check_model_fits_data(probe, self.data.test, f"model {self.cfg.model.arch!r}")
+        if lock is not None and not lock.held:
+            lock.acquire()
         self.run_dir.claim(self.cfg)
 
     def run(self, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
-        """Run (or resume) the given stages in order; return the report's results."""
+        """Run (or resume) the given stages in order; return the report's results.
+
+        The run folder's lock (:class:`~neuralign.io.runlock.RunLock`) is held throughout:
+        a second run on the same folder fails at once naming this one.
+        """
+        from neuralign.io.runlock import RunLock
+
+        lock = None
+        if dist_.is_main():
+            lock = RunLock(self.dir, "neuralign run", notify=self.echo)
+            # (the folder itself is created only after the inputs are validated)
+            if self.dir.exists():
+                lock.acquire()
+        try:
+            return self._run(stages, lock)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self, stages: tuple[str, ...], lock: Any) -> dict[str, Any]:
         results: dict[str, Any] = {}
-        self._start(stages)
+        self._start(stages, lock)
         for stage in STAGES:
             if stage not in stages:
                 continue
@@ -85,8 +110,14 @@ def run_experiment(
     force: bool = False,
     progress: bool = True,
     echo: Echo | None = None,
+    verify: bool = False,
 ) -> dict[str, Any]:
-    """Run or resume an experiment; return the report's ``results.json`` content."""
+    """Run or resume an experiment; return the report's ``results.json`` content.
+
+    ``verify``: hash every artefact a finished stage vouches for (by default only files
+    whose size or mtime changed are hashed).
+    """
     if isinstance(cfg, dict):
         cfg = parse_config(cfg)
-    return Experiment(cfg, run_dir, force=force, progress=progress, echo=echo).run(stages)
+    exp = Experiment(cfg, run_dir, force=force, progress=progress, echo=echo, verify=verify)
+    return exp.run(stages)

@@ -192,6 +192,14 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
     rd = RunDir(run)
     if not rd.config_file.exists():
         raise ConfigError(f"{run} is not a run folder (no config.toml); run `neuralign run` first")
+    broken = rd.problems()
+    if broken:
+        more = f" (+{len(broken) - 2} more)" if len(broken) > 2 else ""
+        raise ConfigError(
+            f"{run}: {len(broken)} artefact(s) no longer match their stage markers "
+            f"({'; '.join(broken[:2])}{more}); re-run `neuralign run` on this folder to "
+            "recompute them (nothing written)"
+        )
     info = collect(run)
     cfg = info["config"]
     if not info["paths"]:

@@ -49,6 +49,9 @@ def record_artefacts(
 ) -> dict[str, dict[str, Any]]:
     """Records of ``paths`` keyed by their POSIX path relative to ``root`` (JSON-ready).
 
+    ``paths`` are ordinary paths (absolute, or relative to the working folder), below
+    ``root``.
+
     Raises:
         FileNotFoundError: If one of the files does not exist (a stage must not vouch
             for an artefact it did not write).
@@ -57,8 +60,8 @@ def record_artefacts(
     base = Path(root).resolve()
     out: dict[str, dict[str, Any]] = {}
     for p in paths:
-        full = Path(p) if Path(p).is_absolute() else base / p
-        rel = full.resolve().relative_to(base).as_posix()
+        full = Path(p).resolve()  # an ordinary path (relative ones: to the working folder)
+        rel = full.relative_to(base).as_posix()
         out[rel] = file_record(full)
     return out
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,7 @@ def run_epochs(
     progress: bool = True,
     postfix: Callable[[Record], dict[str, str]] | None = None,
     leave: bool = True,
+    state: Callable[[], Mapping[str, torch.Tensor]] | None = None,
 ) -> EpochRun:
     """Run epochs ``[done, epochs)``, resuming from and checkpointing to ``checkpoint``.
 
@@ -152,6 +153,14 @@ def run_epochs(
         progress: Show the progress bar (rank 0 only).
         postfix: Progress-bar fields from an epoch's record.
         leave: Keep the finished progress bar on screen.
+        state: Tensors the epoch updates beyond ``modules``' parameters (PAM's relaxed
+            permutation matrices), checked for NaN/Inf with them.
+
+    After every epoch, before anything is written, the record's loss (``loss``,
+    ``train_loss``, ``objective``) and the floating-point parameters of ``modules`` (and
+    ``state``) must be finite, else :class:`~neuralign.errors.DivergedError` stops the run
+    with one line (docs/reliability.md, "Divergence and mismatched models"): nothing
+    non-finite is ever saved.
 
     Returns:
         The :class:`EpochRun` (history and where it resumed from).
@@ -178,6 +187,7 @@ def run_epochs(
         )
         for epoch in bar:
             record = train_epoch(epoch)
+            _check_finite(record, modules, state, desc, epoch + 1)
             run.history.append(record)
             if postfix is not None:
                 bar.set_postfix(postfix(record))
@@ -187,6 +197,30 @@ def run_epochs(
         bar.close()
     dist_.barrier()  # rank 0's files are complete before any rank goes on
     return run
+
+
+_LOSS_KEYS = ("loss", "train_loss", "objective")
+
+
+def _check_finite(
+    record: Record,
+    modules: Iterable[nn.Module],
+    state: Callable[[], Mapping[str, torch.Tensor]] | None,
+    desc: str,
+    epoch: int,
+) -> None:
+    from neuralign.checks import check_finite_loss, check_finite_state
+
+    for key in _LOSS_KEYS:
+        value = record.get(key)
+        if isinstance(value, (int, float)):
+            check_finite_loss(value, desc, epoch=epoch)
+    tensors: dict[str, torch.Tensor] = {}
+    for i, m in enumerate(modules):
+        tensors.update({f"{i}.{k}": p.detach() for k, p in m.named_parameters()})
+    if state is not None:
+        tensors.update({f"state.{k}": v.detach() for k, v in state().items()})
+    check_finite_state(tensors, desc, epoch=epoch)
 
 
 def _write_epoch(

@@ -215,6 +215,7 @@ def p_step(
         desc=f"PAM P-step {outer}",
         progress=progress,
         postfix=lambda r: {"loss": f"{r['loss']:.3f}"},
+        state=lambda: mats,
     )
     return {g: m.detach() for g, m in mats.items()}, run.history
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -278,9 +279,27 @@ def evaluate_points(
         test = [evaluate_state(model, state, data)]
         train = [evaluate_state(model, state, train_data)] if train_data is not None else None
         return test, train
-    ready = list(states)
-    if bn_data is not None:
-        ready = recompute_bn_many(model, ready, bn_data, max_batches=bn_max_batches)
-    test = evaluate_states(model, ready, data)
-    train = evaluate_states(model, ready, train_data) if train_data is not None else None
+    try:
+        ready = list(states)
+        if bn_data is not None:
+            ready = recompute_bn_many(model, ready, bn_data, max_batches=bn_max_batches)
+        test = evaluate_states(model, ready, data)
+        train = evaluate_states(model, ready, train_data) if train_data is not None else None
+    except (RuntimeError, NotImplementedError) as exc:
+        # an op without a vmap rule (or a backend without batched kernels): same numbers,
+        # one point at a time
+        warnings.warn(
+            f"evaluating {len(states)} points in one vmapped pass failed ({exc}); "
+            "evaluating them one by one",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        test, train = [], [] if train_data is not None else None
+        for state in states:
+            one_test, one_train = evaluate_points(
+                model, [state], data, bn_data, bn_max_batches, train_data
+            )
+            test += one_test
+            if train is not None and one_train is not None:
+                train += one_train
     return test, train

@@ -62,7 +62,12 @@ def _align_pair(ctx: RunContext, pair: int, method: str, spec: Any) -> dict[str,
         "permutation": {g: p.tolist() for g, p in res.permutation.perms.items()},
         "groups": res.table(),
     }
-    rd.mark_done(rd.align_record(pair, method), info, artefacts=[ckpt])
+    rd.mark_done(
+        rd.align_record(pair, method),
+        info,
+        artefacts=[ckpt],
+        inputs=[rd.endpoint_checkpoint(a), rd.endpoint_checkpoint(b)],
+    )
     return info
 
 

@@ -38,6 +38,8 @@ def _train(ctx: RunContext, pair: int, variant: str, kind: str) -> str:
         rd.curve_marker(pair, variant, kind),
         {"epochs": c.curves.epochs, "final": last},
         artefacts=[rd.curve_checkpoint(pair, variant, kind)],
+        inputs=[rd.endpoint_checkpoint(a), ctx.model_b_file(pair, variant)],
+        state=[rd.curve_dir(pair, variant, kind)],
     )
     return f"pair {pair} {variant}-{kind}: train loss {last.get('loss', float('nan')):.3f}"
 

@@ -68,6 +68,7 @@ def run(ctx: RunContext) -> str:
             marker,
             {**info, "seconds": time.perf_counter() - t0},
             artefacts=[rd.endpoint_checkpoint(seed)],
+            state=[rd.endpoint_dir(seed) / "trainer.pt"],
         )
         accs.append(acc)
     return "endpoint test accuracy " + ", ".join(

@@ -62,12 +62,17 @@ def run_pair(ctx: RunContext, pair: int, variant: str) -> str:
         "timings": res.timings,
         "permutation": {g: q.tolist() for g, q in res.permutation.perms.items()},
     }
-    rd.mark_done(rd.align_record(pair, variant), summary, artefacts=[aligned_file])
+    inputs = [rd.endpoint_checkpoint(a), rd.endpoint_checkpoint(b)]
+    if variant == "pam-aligned":
+        inputs.append(rd.align_record(pair, "correlation"))
+    rd.mark_done(rd.align_record(pair, variant), summary, artefacts=[aligned_file], inputs=inputs)
     last = res.steps[-1].psi_history[-1] if res.steps[-1].psi_history else {}
     rd.mark_done(
         marker,
         {"epochs": c.curves.epochs, "final": last, "pam": summary},
         artefacts=[curve_file, aligned_file],
+        inputs=inputs,
+        state=[rd.pam_dir(pair, variant)],
     )
     return (
         f"pair {pair} {variant}: PAM changed {100 * res.changed_units:.1f}% of units, "

@@ -66,7 +66,7 @@ def _planes(ctx: RunContext, test: Any, bn: Any) -> None:
             progress=ctx.progress,
             metadata={"variant": variant, "pair": 0},
         )
-        ctx.run_dir.mark_done(out, save=plane.save)
+        ctx.run_dir.mark_done(out, save=plane.save, inputs=ctx.path_inputs(0, variant, "bezier"))
 
 
 def run(ctx: RunContext) -> str:
@@ -86,7 +86,7 @@ def run(ctx: RunContext) -> str:
                     res = PathResult.load(out)
                 else:
                     res = _evaluate(ctx, i, variant, kind, test, bn)
-                    rd.mark_done(out, save=res.save)
+                    rd.mark_done(out, save=res.save, inputs=ctx.path_inputs(i, variant, kind))
                 parts.append(f"pair {i} {variant}-{kind}: min acc {res.min_accuracy:.2f}%")
     if c.eval.plane and "bezier" in c.curves.kinds:
         _planes(ctx, test, bn)
