@@ -13,10 +13,11 @@ from neuralign.cli.app import cli
 from neuralign.cli.common import DataSource, echo_table, pair_and_train
 from neuralign.cli.options import (
     attack_options,
-    dataset_options,
     default,
     device_option,
     json_option,
+    out_option,
+    pair_options,
     param_default,
     progress_option,
     sgd_option,
@@ -51,9 +52,7 @@ def _example_input(model: Any, dataset: str | None, data_dir: str | None) -> Any
 @click.option(
     "--arch", default=None, help="Architecture, for foreign checkpoints without metadata."
 )
-@click.option(
-    "--out", type=click.Path(dir_okay=False), default=None, help="Also write the spec as JSON."
-)
+@out_option("Also write the spec as JSON.")
 @click.option("--all-members", is_flag=True, help="List every member of every group.")
 def spec_cmd(
     checkpoint: str,
@@ -101,9 +100,7 @@ def _print_alignment(res: Any) -> None:
 
 
 @cli.command("align")
-@click.argument("model_a", type=click.Path())
-@click.argument("model_b", type=click.Path())
-@dataset_options
+@pair_options
 @click.option(
     "--method",
     type=click.Choice(["correlation", "weight"]),
@@ -120,12 +117,10 @@ def _print_alignment(res: Any) -> None:
 )
 @click.option("--pre-activation", is_flag=True, help="Correlate pre-activation values (ablation).")
 @sgd_option(ExperimentConfig, "seed")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    required=True,
-    help="Aligned model B (.safetensors, added when missing; another suffix is refused); the "
+@out_option(
+    "Aligned model B (.safetensors, added when missing; another suffix is refused); the "
     "permutation goes next to it (.perm.json).",
+    required=True,
 )
 @click.option(
     "--plot",

@@ -18,42 +18,33 @@ from neuralign.cli.common import (
     schedule_fields,
 )
 from neuralign.cli.options import (
+    bends_option,
     curve_sgd_options,
-    dataset_options,
-    default,
     device_option,
     json_option,
+    out_option,
+    pair_options,
     progress_option,
     sgd_option,
 )
 from neuralign.curves import CurveTrainConfig, curve_families, curve_family
-from neuralign.pamopt import PAMConfig
 
 
 @cli.command("curve")
-@click.argument("model_a", type=click.Path())
-@click.argument("model_b", type=click.Path())
-@dataset_options
+@pair_options
 @click.option(
     "--kind",
     type=click.Choice([f for f in curve_families() if f != "line"]),
     default="bezier",
     show_default=True,
 )
-@click.option(
-    "--bends",
-    type=click.IntRange(min=3),
-    default=default(PAMConfig, "bends"),
-    show_default=True,
-    help="Control points including the endpoints (3 = quadratic Bezier).",
-)
+@bends_option("Control points including the endpoints (3 = quadratic Bezier).")
 @sgd_option(CurveTrainConfig, "epochs")
 @curve_sgd_options
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
+@out_option(
+    "Output folder (curve.safetensors, history.jsonl); an existing one is resumed.",
+    folder=True,
     required=True,
-    help="Output folder (curve.safetensors, history.jsonl); an existing one is resumed.",
 )
 @device_option
 @progress_option

@@ -8,17 +8,13 @@ import click
 
 from neuralign.cli.app import cli
 from neuralign.cli.common import DataSource
-from neuralign.cli.options import progress_option
+from neuralign.cli.options import out_option, progress_option
 
 
 @cli.command("run")
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option(
-    "--out",
-    "run_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Run folder (default: runs/<config name>). Re-running resumes it.",
+@out_option(
+    "Run folder (default: runs/<config name>). Re-running resumes it.", folder=True, dest="run_dir"
 )
 @click.option(
     "--data-dir",

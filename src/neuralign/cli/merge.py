@@ -14,7 +14,8 @@ from neuralign.cli.options import (
     dataset_options,
     device_option,
     json_option,
-    param_default,
+    out_option,
+    param_option,
 )
 from neuralign.merge import merge
 from neuralign.merge.api import METHODS
@@ -22,41 +23,36 @@ from neuralign.merge.api import METHODS
 
 @cli.command("merge")
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "--method",
-    type=click.Choice(list(METHODS)),
-    default=param_default(merge, "method"),
-    show_default=True,
-    help="Unit matching: activation correlation or weight matching.",
+@param_option(
+    merge,
+    "method",
+    click.Choice(list(METHODS)),
+    "Unit matching: activation correlation or weight matching.",
 )
-@click.option(
-    "--repair/--no-repair",
-    default=param_default(merge, "repair_stats"),
-    show_default=True,
-    help="REPAIR: renormalise the merged units to the endpoints' statistics "
+@param_option(
+    merge,
+    "repair_stats",
+    None,
+    "REPAIR: renormalise the merged units to the endpoints' statistics "
     "(Jordan et al. 2023; see docs/merging.md).",
+    "--repair/--no-repair",
+    "repair",
 )
 @dataset_options
-@click.option(
-    "--subset-fraction",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=param_default(merge, "subset_fraction"),
-    show_default=True,
-    help="Fraction of the training set for the correlation statistics.",
+@param_option(
+    merge,
+    "subset_fraction",
+    click.FloatRange(0, 1, min_open=True),
+    "Fraction of the training set for the correlation statistics.",
 )
-@click.option(
-    "--bn-subset",
-    type=click.IntRange(min=1),
-    default=param_default(merge, "bn_subset"),
-    show_default=True,
-    help="Training images for the BatchNorm recomputation and REPAIR.",
+@param_option(
+    merge,
+    "bn_subset",
+    click.IntRange(min=1),
+    "Training images for the BatchNorm recomputation and REPAIR.",
 )
-@click.option(
-    "--max-rounds",
-    type=click.IntRange(min=1),
-    default=param_default(merge, "max_rounds"),
-    show_default=True,
-    help="MergeMany rounds for three or more models.",
+@param_option(
+    merge, "max_rounds", click.IntRange(min=1), "MergeMany rounds for three or more models."
 )
 @click.option(
     "--evaluate/--no-evaluate",
@@ -64,12 +60,7 @@ from neuralign.merge.api import METHODS
     show_default=True,
     help="Report test accuracy of the endpoints, the naive average and the merge.",
 )
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    required=True,
-    help="The merged checkpoint (.safetensors).",
-)
+@out_option("The merged checkpoint (.safetensors).", required=True)
 @device_option
 @json_option
 def merge_cmd(

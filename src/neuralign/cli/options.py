@@ -23,6 +23,7 @@ from neuralign.experiment import (
     ExperimentConfig,
     RobustConfig,
 )
+from neuralign.pamopt import PAMConfig
 
 
 def default(cls: Any, name: str) -> Any:
@@ -43,6 +44,37 @@ def param_default(func: Callable[..., Any], name: str) -> Any:
     if value is inspect.Parameter.empty:
         raise KeyError(f"{func.__name__}() has no default for {name!r}")
     return value
+
+
+def field_option(
+    cls: Any, name: str, type: Any = None, help: str | None = None, *decls: str, **kw: Any
+) -> Callable[[Any], Any]:
+    """Option ``--name`` (or ``decls``) whose default is field ``name`` of the dataclass
+    ``cls``, shown in ``--help``."""
+    return _defaulted(name, default(cls, name), type, help, decls, kw)
+
+
+def param_option(
+    func: Callable[..., Any],
+    name: str,
+    type: Any = None,
+    help: str | None = None,
+    *decls: str,
+    **kw: Any,
+) -> Callable[[Any], Any]:
+    """Option ``--name`` (or ``decls``) whose default is parameter ``name`` of the library
+    function ``func``, shown in ``--help``."""
+    return _defaulted(name, param_default(func, name), type, help, decls, kw)
+
+
+def _defaulted(
+    name: str, value: Any, type: Any, help: str | None, decls: Sequence[str], kw: dict[str, Any]
+) -> Callable[[Any], Any]:
+    kw.setdefault("show_default", True)
+    if type is not None:
+        kw["type"] = type
+    flags = decls or ("--" + name.replace("_", "-"),)
+    return click.option(*flags, default=value, help=help, **kw)
 
 
 def grouped(param: str, names: Sequence[str], build: Callable[..., Any] = dict) -> Any:
@@ -81,18 +113,13 @@ def sgd_option(cls: Any, name: str, **extra: Any) -> Callable[[Any], Any]:
         "lr_gamma": float,
         "seed": int,
     }
-    kw: dict[str, Any] = {"type": types[name], "default": default(cls, name), "show_default": True}
-    kw.update(extra)
-    return click.option("--" + name.replace("_", "-"), **kw)
+    extra.setdefault("help", None)
+    return field_option(cls, name, types[name], extra.pop("help"), **extra)
 
 
 _DATASET_OPTS = [
-    click.option(
-        "--dataset",
-        "dataset",
-        default=default(DataConfig, "dataset"),
-        show_default=True,
-        help="Dataset name (see `neuralign datasets`).",
+    field_option(
+        DataConfig, "dataset", None, "Dataset name (see `neuralign datasets`).", "--dataset"
     ),
     click.option(
         "--data-dir",
@@ -100,11 +127,12 @@ _DATASET_OPTS = [
         default=None,
         help="Folder holding the dataset files (default: the dataset's standard place).",
     ),
-    click.option(
+    field_option(
+        DataConfig,
+        "download",
+        None,
+        "Download the dataset (with checksum verification) if it is missing.",
         "--download/--no-download",
-        default=default(DataConfig, "download"),
-        show_default=True,
-        help="Download the dataset (with checksum verification) if it is missing.",
     ),
 ]
 
@@ -117,12 +145,7 @@ def dataset_options(f: Any) -> Any:
 
 def device_option(f: Any) -> Any:
     """Attach --device."""
-    return click.option(
-        "--device",
-        default=default(ExperimentConfig, "device"),
-        show_default=True,
-        help="cpu, cuda, cuda:N, mps or auto.",
-    )(f)
+    return field_option(ExperimentConfig, "device", None, "cpu, cuda, cuda:N, mps or auto.")(f)
 
 
 def progress_option(f: Any) -> Any:
@@ -138,32 +161,14 @@ def attack_options(f: Any) -> Any:
     The command takes ``attack``: the keyword arguments of :class:`neuralign.attacks.PGD`.
     """
     f = grouped("attack", ["eps", "alpha", "steps"])(f)
+    non_negative = click.FloatRange(min=0)
     opts = [
-        click.option(
-            "--eps",
-            type=click.FloatRange(min=0),
-            default=default(RobustConfig, "eps"),
-            show_default="8/255",
-            help="PGD radius (L∞, [0, 1] pixel units).",
-        ),
-        click.option(
-            "--alpha",
-            type=click.FloatRange(min=0),
-            default=default(RobustConfig, "alpha"),
-            show_default="2/255",
-            help="PGD step size.",
-        ),
-        click.option(
-            "--steps",
-            type=click.IntRange(min=0),
-            default=default(RobustConfig, "steps"),
-            show_default=True,
-            help="PGD steps.",
-        ),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+        field_option(RobustConfig, "eps", non_negative, "PGD radius (L∞, [0, 1] pixel units).",
+                     show_default="8/255"),
+        field_option(RobustConfig, "alpha", non_negative, "PGD step size.", show_default="2/255"),
+        field_option(RobustConfig, "steps", click.IntRange(min=0), "PGD steps."),
+    ]  # fmt: skip
+    return _attach(f, opts)
 
 
 def path_options(f: Any) -> Any:
@@ -175,40 +180,34 @@ def path_options(f: Any) -> Any:
         f
     )
     opts = [
-        click.option(
-            "--points",
-            type=click.IntRange(min=2),
-            default=default(EvalConfig, "points"),
-            show_default=True,
-            help="Equally spaced values of t in [0, 1].",
-        ),
-        click.option(
-            "--bn-mode",
-            type=click.Choice(list(BN_MODES)),
-            default=default(EvalConfig, "bn_mode"),
-            show_default=True,
-            help="BatchNorm statistics at each t: recomputed on a class-balanced "
-            "training subset, on the full augmented training set, or not at all.",
-        ),
-        click.option(
-            "--bn-subset",
-            type=click.IntRange(min=1),
-            default=default(EvalConfig, "bn_subset"),
-            show_default=True,
-            help="Images of the BN subset (train-subset mode).",
-        ),
-        click.option(
-            "--test-subset",
-            type=click.IntRange(min=0),
-            default=default(DataConfig, "test_subset"),
-            show_default=True,
-            help="Evaluate on a class-balanced test subset of this size (0 = all).",
-        ),
+        field_option(EvalConfig, "points", click.IntRange(min=2),
+                     "Equally spaced values of t in [0, 1]."),
+        bn_options("BatchNorm statistics at each t: recomputed on a class-balanced "
+                    "training subset, on the full augmented training set, or not at all."),
+        field_option(DataConfig, "test_subset", click.IntRange(min=0),
+                     "Evaluate on a class-balanced test subset of this size (0 = all)."),
         sgd_option(EvalConfig, "batch_size"),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    ]  # fmt: skip
+    return _attach(f, opts)
+
+
+def bn_options(mode_help: str) -> Callable[[Any], Any]:
+    """Attach --bn-mode and --bn-subset (BatchNorm statistics along a path or plane; defaults
+    from :class:`~neuralign.experiment.EvalConfig`)."""
+    opts = [
+        field_option(EvalConfig, "bn_mode", click.Choice(list(BN_MODES)), mode_help),
+        field_option(EvalConfig, "bn_subset", click.IntRange(min=1),
+                     "Images of the BN subset (train-subset mode)."),
+    ]  # fmt: skip
+    return lambda f: _attach(f, opts)
+
+
+def pair_options(f: Any) -> Any:
+    """The prologue of the commands on a pair of checkpoints: arguments MODEL_A MODEL_B and
+    the dataset options (the command takes ``model_a``, ``model_b`` and ``data``)."""
+    f = dataset_options(f)
+    f = click.argument("model_b", type=click.Path())(f)
+    return click.argument("model_a", type=click.Path())(f)
 
 
 def curve_sgd_options(f: Any) -> Any:
@@ -227,17 +226,10 @@ def curve_sgd_options(f: Any) -> Any:
         sgd_option(CurveTrainConfig, "lr"),
         sgd_option(CurveTrainConfig, "momentum"),
         sgd_option(CurveTrainConfig, "weight_decay"),
-        click.option(
-            "--schedule",
-            type=click.Choice(["step", "cosine", "constant"]),
-            default=default(CurveTrainConfig, "schedule"),
-            show_default=True,
-        ),
+        field_option(CurveTrainConfig, "schedule", click.Choice(["step", "cosine", "constant"])),
         sgd_option(CurveTrainConfig, "lr_step"),
         sgd_option(CurveTrainConfig, "lr_gamma"),
-        click.option(
-            "--augment/--no-augment", default=default(DataConfig, "augment"), show_default=True
-        ),
+        field_option(DataConfig, "augment", None, None, "--augment/--no-augment"),
         click.option(
             "--train-subset",
             type=click.IntRange(min=1),
@@ -246,9 +238,21 @@ def curve_sgd_options(f: Any) -> Any:
         ),
         sgd_option(ExperimentConfig, "seed"),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return _attach(f, opts)
+
+
+def out_option(
+    help: str, *, folder: bool = False, required: bool = False, dest: str | None = None
+) -> Callable[[Any], Any]:
+    """--out: where the command writes (a folder or a file); ``dest`` renames the parameter."""
+    decls = ("--out",) if dest is None else ("--out", dest)
+    kind = click.Path(file_okay=False) if folder else click.Path(dir_okay=False)
+    return click.option(*decls, type=kind, default=None, required=required, help=help)
+
+
+def bends_option(help: str) -> Callable[[Any], Any]:
+    """--bends: control points of the curve including the endpoints."""
+    return field_option(PAMConfig, "bends", click.IntRange(min=3), help)
 
 
 def json_option(f: Any) -> Any:

@@ -17,11 +17,13 @@ from neuralign.cli.common import (
     pair_and_train,
 )
 from neuralign.cli.options import (
+    bends_option,
     curve_sgd_options,
-    dataset_options,
     default,
     device_option,
     grouped,
+    out_option,
+    pair_options,
     progress_option,
 )
 from neuralign.curves import CurveTrainConfig
@@ -30,9 +32,7 @@ from neuralign.pamopt import PAMConfig
 
 
 @cli.command("pam")
-@click.argument("model_a", type=click.Path())
-@click.argument("model_b", type=click.Path())
-@dataset_options
+@pair_options
 @grouped(
     "pam",
     [
@@ -76,23 +76,16 @@ from neuralign.pamopt import PAMConfig
 @click.option("--align-fraction", type=click.FloatRange(0, 1, min_open=True),
               default=default(AlignConfig, "subset_fraction"),
               show_default=True, help="Training fraction used by --init correlation.")  # fmt: skip
-@click.option(
-    "--bends",
-    type=click.IntRange(min=3),
-    default=default(PAMConfig, "bends"),
-    show_default=True,
-    help="Control points of the Bezier curve including the endpoints.",
-)
+@bends_option("Control points of the Bezier curve including the endpoints.")
 @click.option("--epochs", type=click.IntRange(min=0), default=default(CurveTrainConfig, "epochs"),
               show_default=True,
               help="Curve-training epochs of each curve step (paper: 250).")  # fmt: skip
 @curve_sgd_options
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    required=True,
-    help="Output folder (curve.safetensors, model_b.safetensors, permutation.json, pam.json); "
+@out_option(
+    "Output folder (curve.safetensors, model_b.safetensors, permutation.json, pam.json); "
     "an existing one is resumed.",
+    folder=True,
+    required=True,
 )
 @device_option
 @progress_option

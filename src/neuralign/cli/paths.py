@@ -14,6 +14,8 @@ from neuralign.cli.options import (
     dataset_options,
     device_option,
     json_option,
+    out_option,
+    pair_options,
     path_options,
     progress_option,
 )
@@ -70,13 +72,9 @@ def _print_path(res: Any, as_json: bool = False, out: str | None = None) -> None
 
 
 @cli.command("interpolate")
-@click.argument("model_a", type=click.Path())
-@click.argument("model_b", type=click.Path())
-@dataset_options
+@pair_options
 @path_options
-@click.option(
-    "--out", type=click.Path(dir_okay=False), default=None, help="Write the PathResult JSON."
-)
+@out_option("Write the PathResult JSON.")
 @device_option
 @progress_option
 @json_option
@@ -115,7 +113,7 @@ def interpolate_cmd(
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @dataset_options
 @path_options
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PathResult JSON.")
+@out_option("PathResult JSON.", required=True)
 @device_option
 @progress_option
 @json_option
@@ -176,12 +174,7 @@ def eval_path_cmd(
     show_default=True,
 )
 @click.option("--title", default=None)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    required=True,
-    help="Figure file (.png or .pdf; the other format is written beside it).",
-)
+@out_option("Figure file (.png or .pdf; the other format is written beside it).", required=True)
 def plot_cmd(
     results: tuple[str, ...], labels: tuple[str, ...], metric: str, title: str | None, out: str
 ) -> None:

@@ -10,14 +10,16 @@ import click
 from neuralign.cli.app import cli
 from neuralign.cli.common import DataSource, check_fits
 from neuralign.cli.options import (
+    bn_options,
     dataset_options,
-    default,
     device_option,
+    field_option,
     json_option,
-    param_default,
+    out_option,
+    param_option,
     progress_option,
+    sgd_option,
 )
-from neuralign.data.recipes import BN_MODES
 from neuralign.experiment.config import EvalConfig
 from neuralign.paths import evaluate_plane
 
@@ -25,53 +27,31 @@ from neuralign.paths import evaluate_plane
 @cli.command("plane")
 @click.argument("curve_dir", type=click.Path())
 @dataset_options
-@click.option(
+@field_option(
+    EvalConfig,
+    "plane_grid",
+    click.IntRange(min=3),
+    "Grid points per side of the plane.",
     "--grid",
-    type=click.IntRange(min=3),
-    default=default(EvalConfig, "plane_grid"),
-    show_default=True,
-    help="Grid points per side of the plane.",
+    "grid",
 )
-@click.option(
-    "--margin",
-    type=click.FloatRange(min=0),
-    default=param_default(evaluate_plane, "margin"),
-    show_default=True,
-    help="Margin around the curve, relative to its extent.",
+@param_option(
+    evaluate_plane,
+    "margin",
+    click.FloatRange(min=0),
+    "Margin around the curve, relative to its extent.",
 )
-@click.option(
-    "--bn-mode",
-    type=click.Choice(list(BN_MODES)),
-    default=default(EvalConfig, "bn_mode"),
-    show_default=True,
-    help="BatchNorm statistics at each grid point.",
-)
-@click.option(
-    "--bn-subset",
-    type=click.IntRange(min=1),
-    default=default(EvalConfig, "bn_subset"),
-    show_default=True,
-    help="Images of the BN subset (train-subset mode).",
-)
-@click.option(
+@bn_options("BatchNorm statistics at each grid point.")
+@field_option(
+    EvalConfig,
+    "plane_test_subset",
+    click.IntRange(min=0),
+    "Class-balanced test images per grid point (0 = all).",
     "--test-subset",
-    type=click.IntRange(min=0),
-    default=default(EvalConfig, "plane_test_subset"),
-    show_default=True,
-    help="Class-balanced test images per grid point (0 = all).",
+    "test_subset",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=default(EvalConfig, "batch_size"),
-    show_default=True,
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Folder for plane.json and the figures (default: CURVE_DIR).",
-)
+@sgd_option(EvalConfig, "batch_size")
+@out_option("Folder for plane.json and the figures (default: CURVE_DIR).", folder=True)
 @device_option
 @progress_option
 @json_option

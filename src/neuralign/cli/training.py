@@ -16,6 +16,7 @@ from neuralign.cli.options import (
     device_option,
     grouped,
     json_option,
+    out_option,
     progress_option,
     sgd_option,
 )
@@ -77,12 +78,11 @@ from neuralign.training import TrainConfig
     default=None,
     help="Train on a class-balanced subset of this many images.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
+@out_option(
+    "Output folder: model.safetensors, metrics.jsonl; an existing run is resumed.",
+    folder=True,
     required=True,
-    help="Output folder: model.safetensors, metrics.jsonl; an existing run is resumed.",
+    dest="out_dir",
 )
 @click.option(
     "--adversarial",

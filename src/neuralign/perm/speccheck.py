@@ -15,16 +15,8 @@ if TYPE_CHECKING:
 
 
 def validate_spec(spec: PermutationSpec, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Check that the spec fits ``state_dict``.
-
-    Every member key must exist, every member axis must hold the group's block
-    (``shape[axis] >= start + size * inner``; ``size / row_blocks`` local indices for a
-    block-diagonal member), and no two members may claim overlapping indices of the
-    same axis.
-
-    Raises:
-        SpecError: Naming the first group and member that do not fit.
-    """
+    """:meth:`PermutationSpec.validate <neuralign.perm.spec.PermutationSpec.validate>`: check
+    that ``spec`` fits ``state_dict`` (raises :class:`SpecError`)."""
     claimed: dict[tuple[str, int], list[tuple[int, int, str]]] = {}
     check_structure(spec)
     for g in spec.groups.values():
@@ -64,14 +56,9 @@ def validate_spec(spec: PermutationSpec, state_dict: Mapping[str, torch.Tensor])
 
 
 def check_structure(spec: PermutationSpec) -> None:
-    """Check block structures: ``blocks`` divides ``size``; linked groups agree on the
-    number of blocks; a block-diagonal member (grouped convolution input,
-    ``row_blocks > 1``) belongs to a group of ``row_blocks`` blocks linked to the group
-    that holds axis 0 of the same tensor (their block permutations must be equal).
-
-    Raises:
-        SpecError: Naming the group.
-    """
+    """:meth:`PermutationSpec.check_structure
+    <neuralign.perm.spec.PermutationSpec.check_structure>`: check block structures and links
+    (raises :class:`SpecError`)."""
     links: dict[str, tuple[str, int]] = {}
     rows: dict[str, set[str]] = {}  # link -> keys whose axis 0 a linked group permutes
     for g in spec.groups.values():

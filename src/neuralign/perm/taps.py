@@ -22,8 +22,8 @@ import torch
 from torch import fx, nn
 
 from neuralign.perm._rules import lookup_rule
-from neuralign.perm.spec import Group, PermutationSpec, SpecError, Tap
 from neuralign.perm.fxtrace import _propagate_shapes, trace_model
+from neuralign.perm.spec import Group, PermutationSpec, SpecError, Tap
 
 __all__ = ["ActivationTap", "capture_activations", "derive_taps"]
 
