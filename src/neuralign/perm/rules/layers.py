@@ -169,17 +169,24 @@ def _embedding(w: Walker, call: Call) -> Info:
     return Feat(len(w.shape(call.node) or (0, 0)) - 1, (Seg(gid, dim),))
 
 
-def _norm_keys(w: Walker, call: Call) -> tuple[bool, list[str | None]]:
+# batch_norm / instance_norm(input, running_mean, running_var, weight, bias, ...)
+_BN_ARGS = ((3, "weight"), (4, "bias"), (1, "running_mean"), (2, "running_var"))
+# layer_norm(input, normalized_shape, weight, bias) / group_norm(input, num_groups, weight, bias)
+_AFFINE_ARGS = ((2, "weight"), (3, "bias"))
+
+
+def _norm_keys(
+    w: Walker, call: Call, idx: tuple[tuple[int, str], ...] = _BN_ARGS
+) -> tuple[bool, list[str | None]]:
+    """State-dict keys of a norm's tensors (module attributes, or the functional form's
+    arguments ``idx``); ``ok`` is false if an argument is computed, not a parameter."""
     if call.module is not None:
-        names = ("weight", "bias", "running_mean", "running_var")
-        return True, [_module_key(w, call, n) for n in names]
-    # batch_norm / instance_norm(input, running_mean, running_var, weight, bias, ...)
-    idx = ((3, "weight"), (4, "bias"), (1, "running_mean"), (2, "running_var"))
+        return True, [_module_key(w, call, n) for _, n in idx]
     keys: list[str | None] = []
     for i, n in idx:
         ok, key = _param_key(w, call, call.arg(i, n))
         if not ok:
-            return False, []
+            return False, [None] * len(idx)
         keys.append(key)
     return True, keys
 
@@ -209,14 +216,11 @@ def _layer_norm(w: Walker, call: Call) -> Info:
     x = w.info(xnode)
     if call.module is not None:
         nshape = tuple(getattr(call.module, "normalized_shape", ()))
-        weight = _module_key(w, call, "weight")
-        bias = _module_key(w, call, "bias")
     else:
         nshape = tuple(call.arg(1, "normalized_shape", ()))
-        ok, weight = _param_key(w, call, call.arg(2, "weight"))
-        ok2, bias = _param_key(w, call, call.arg(3, "bias"))
-        if not (ok and ok2):
-            return w.unsupported("its parameters are computed")
+    ok, (weight, bias) = _norm_keys(w, call, _AFFINE_ARGS)
+    if not ok:
+        return w.unsupported("its parameters are computed")
     if not isinstance(x, Feat):
         w.pin(weight)
         w.pin(bias)
@@ -237,14 +241,11 @@ def _group_norm(w: Walker, call: Call) -> Info:
     x = w.info(xnode)
     if call.module is not None:
         groups = int(getattr(call.module, "num_groups", 1))
-        weight = _module_key(w, call, "weight")
-        bias = _module_key(w, call, "bias")
     else:
         groups = int(call.arg(1, "num_groups", 1))
-        ok, weight = _param_key(w, call, call.arg(2, "weight"))
-        ok2, bias = _param_key(w, call, call.arg(3, "bias"))
-        if not (ok and ok2):
-            return w.unsupported("its parameters are computed")
+    ok, (weight, bias) = _norm_keys(w, call, _AFFINE_ARGS)
+    if not ok:
+        return w.unsupported("its parameters are computed")
     if not isinstance(x, Feat):
         w.pin(weight)
         w.pin(bias)
