@@ -23,28 +23,38 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
+from neuralign.curves.registry import REGISTRY, curve_families, curve_family
+from neuralign.curves.state import (
+    State,
+    _as_t,
+    _model_spec,
+    _TensorStore,
+    functional_forward,
+    interpolated_keys,
+    parameter_distance,
+    validate_states,
+)
 from neuralign.errors import CheckpointError, ConfigError
 from neuralign.io.atomic import atomic_path
 
 __all__ = [
     "Curve",
+    "curve_families",
+    "curve_family",
     "functional_forward",
     "interpolated_keys",
     "parameter_distance",
     "validate_states",
 ]
 
-State = dict[str, Tensor]
 CurveT = TypeVar("CurveT", bound="Curve")
 
 _FORMAT = "neuralign.curve"
@@ -53,139 +63,6 @@ _HEADER_KEY = "neuralign"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def functional_forward(model: nn.Module, state: Mapping[str, Tensor], x: Tensor) -> Any:
-    """Run ``model`` on ``x`` with the parameters and buffers of ``state``.
-
-    ``state`` holds the keys of ``model.state_dict()``; the model's *non-persistent* buffers
-    (e.g. input normalisation constants, absent from state dicts) are taken from the module
-    itself and moved to the device of ``x``. The module's own tensors are never written to.
-
-    Note:
-        In train mode BatchNorm updates its running statistics *in place* on the tensors it is
-        given. Pass copies (as :meth:`Curve.state_at` does) when that must not leak.
-
-    Args:
-        model: The architecture.
-        state: A full state dict for ``model``.
-        x: The input batch.
-
-    Returns:
-        Whatever ``model`` returns (logits, or a tuple ``(logits, *aux)``).
-    """
-    mapping: dict[str, Tensor] = dict(state)
-    for name, buf in model.named_buffers():
-        if name not in mapping:
-            mapping[name] = buf.to(x.device)
-    return functional_call(model, mapping, (x,), strict=True)
-
-
-def interpolated_keys(model: nn.Module, state: Mapping[str, Tensor] | None = None) -> list[str]:
-    """Keys of the state dict that a curve interpolates.
-
-    These are the floating-point entries that are *parameters* of ``model`` (weights, biases,
-    BatchNorm :math:`\\gamma, \\beta`); buffers (BatchNorm running statistics,
-    ``num_batches_tracked``) are not interpolated.
-
-    Args:
-        model: The architecture.
-        state: Optional state dict; defaults to ``model.state_dict()``. Keys are returned in
-            its order.
-
-    Returns:
-        The interpolated keys.
-    """
-    state = model.state_dict() if state is None else state
-    params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
-    return [k for k, v in state.items() if k in params and torch.is_floating_point(v)]
-
-
-def validate_states(
-    model: nn.Module, state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor]
-) -> None:
-    """Check that two state dicts fit ``model`` and each other.
-
-    Raises:
-        ModelMismatchError: (a ``ValueError``) naming the first missing or unexpected key,
-            or key whose shape or dtype differs
-            (:func:`neuralign.checks.check_compatible_models`).
-    """
-    from neuralign.checks import check_compatible_models
-
-    check_compatible_models(
-        [model.state_dict(), state_a, state_b], ["the architecture", "endpoint A", "endpoint B"]
-    )
-    check_compatible_models([state_a, state_b], ["endpoint A", "endpoint B"])
-
-
-def parameter_distance(
-    state1: Mapping[str, Tensor], state2: Mapping[str, Tensor], keys: Sequence[str]
-) -> float:
-    """Euclidean distance between two states over ``keys``.
-
-    .. math:: d(\\theta_1, \\theta_2) = \\Big(\\sum_{k \\in \\text{keys}}
-        \\lVert \\theta_1[k] - \\theta_2[k] \\rVert_F^2\\Big)^{1/2}
-
-    Used for arc-length weighting along a path. Accumulated in float64.
-    """
-    total = 0.0
-    for k in keys:
-        diff = state1[k].detach().to(torch.float64) - state2[k].detach().to(
-            device=state1[k].device, dtype=torch.float64
-        )
-        total += float(diff.pow(2).sum())
-    return math.sqrt(total)
-
-
-def _model_spec(model: nn.Module) -> dict[str, Any] | None:
-    """Return the model's rebuild spec when one is available, else ``None``."""
-    attr = getattr(model, "model_spec", None)
-    try:
-        spec = attr() if callable(attr) else attr
-        if spec is None:
-            from neuralign.models import model_spec  # type: ignore[attr-defined]
-
-            spec = model_spec(model)
-    except Exception:  # the spec is optional metadata; no spec is not an error
-        return None
-    if not isinstance(spec, Mapping):
-        return None
-    try:
-        json.dumps(spec)
-    except (TypeError, ValueError):
-        return None
-    return dict(spec)
-
-
-def _as_t(t: float | Tensor) -> float:
-    value = float(t.item()) if isinstance(t, Tensor) else float(t)
-    if not (0.0 <= value <= 1.0):
-        raise ConfigError(f"t must lie in [0, 1], got {value}")
-    return value
-
-
-class _TensorStore(nn.Module):
-    """Frozen tensors kept as buffers (so ``.to(device)`` moves them), addressed by key."""
-
-    def __init__(self, tensors: Mapping[str, Tensor]) -> None:
-        super().__init__()
-        self._names: dict[str, str] = {}
-        for i, (key, value) in enumerate(tensors.items()):
-            name = f"t{i}"
-            self._names[key] = name
-            self.register_buffer(name, value.detach().clone())
-
-    def __getitem__(self, key: str) -> Tensor:
-        return self.get_buffer(self._names[key])
-
-    def keys(self) -> list[str]:
-        return list(self._names)
-
-    def items(self) -> Iterator[tuple[str, Tensor]]:
-        for key in self._names:
-            yield key, self[key]
-
 
 # --------------------------------------------------------------------------- curve
 
@@ -219,7 +96,7 @@ class Curve(nn.Module):
     family: ClassVar[str] = "curve"
     default_num_bends: ClassVar[int] = 3
     fixed_num_bends: ClassVar[int | None] = None
-    _registry: ClassVar[dict[str, type[Curve]]] = {}
+    _registry: ClassVar[dict[str, type[Curve]]] = REGISTRY
 
     model: nn.Module
     num_bends: int
@@ -573,23 +450,3 @@ class Curve(nn.Module):
                 for i, key in enumerate(interp):
                     curve._bend_tensor(k, i).copy_(tensors[f"bend{k}/{key}"])
         return curve
-
-
-def curve_families() -> tuple[str, ...]:
-    """Names of the registered curve families (every imported :class:`Curve` subclass that
-    sets ``family``), e.g. ``("bezier", "polychain", "line")``."""
-    return tuple(Curve._registry)
-
-
-def curve_family(name: str) -> type[Curve]:
-    """The :class:`Curve` subclass registered as ``name``.
-
-    Raises:
-        ConfigError: For an unknown family.
-    """
-    try:
-        return Curve._registry[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown curve family {name!r}; choose from {', '.join(curve_families())}"
-        ) from None

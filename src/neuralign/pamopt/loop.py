@@ -76,7 +76,7 @@ from neuralign.pamopt.birkhoff import round_to_permutation
 from neuralign.pamopt.config import INITS, PAMConfig
 from neuralign.pamopt.objective import first_batches, line_fracs, pam_objective
 from neuralign.pamopt.pstep import p_step, p_step_size, relaxed_distance, steps_per_epoch
-from neuralign.pamopt.results import PAMResult, PAMStep, changed_fraction
+from neuralign.pamopt.results import PAMResult, PAMStep, changed_fraction, report_p_step
 from neuralign.pamopt.resume import PAMFolder
 from neuralign.pamopt.rounding import round_relaxed
 from neuralign.perm import (
@@ -93,9 +93,6 @@ __all__ = ["pam"]
 logger = logging.getLogger(__name__)
 
 State = dict[str, Tensor]
-#: Below this relaxed distance from the start (largest over groups, see
-#: :func:`~neuralign.pamopt.pstep.relaxed_distance`) the P-step counts as not having moved.
-STILL = 0.05
 Objective = Callable[[Mapping[str, Tensor], Sequence[Mapping[str, Tensor]]], float]
 
 
@@ -372,50 +369,6 @@ def _p_step_and_round(
     return new_perm, fields, seconds
 
 
-def _report_p_step(k: int, fields: Mapping[str, Any], spec: PermutationSpec) -> None:
-    """Log the P-step per group; warn when the relaxed matrices did not move."""
-    logger.info(
-        "PAM outer %d: P-step eta %.4g (sum %.3g), objective %.4f -> relaxed %.4f -> %.4f "
-        "(kept %s)",
-        k,
-        fields.get("step_size", float("nan")),
-        fields.get("total_step", float("nan")),
-        fields["objective_before"],
-        fields["objective_relaxed"],
-        fields["objective_after_p"],
-        fields["chosen"],
-    )
-    dist = fields.get("relaxed_distance", {})
-    hung = fields.get("hungarian_changed", {})
-    for g in spec.groups:
-        logger.info(
-            "PAM outer %d group %s: |P-P0| %.4f, Hungarian changed %.1f%%, kept changed %.1f%%",
-            k,
-            g,
-            dist.get(g, float("nan")),
-            100 * hung.get(g, float("nan")),
-            100 * fields["changed"].get(g, float("nan")),
-        )
-    moved = max(dist.values(), default=0.0)
-    if dist and moved < STILL:
-        logger.warning(
-            "PAM outer %d: the relaxed matrices did not move (largest |P-P0| %.2g < %.2g of "
-            "the largest possible distance): the P-step's total step (sum eta = %.3g) is too "
-            "small for this run; raise pam.p_budget or set p_lr",
-            k,
-            moved,
-            STILL,
-            fields.get("total_step", float("nan")),
-        )
-    elif hung and not any(hung.values()):
-        logger.info(
-            "PAM outer %d: the relaxed matrices moved (largest |P-P0| %.2g) but their "
-            "Hungarian projection is the start in every group",
-            k,
-            moved,
-        )
-
-
 def _outer_step(
     k: int,
     arch: nn.Module,
@@ -440,7 +393,7 @@ def _outer_step(
             k, arch, theta1, theta2, spec, perm, psi, data, cfg, objective, folder, progress
         )
         folder.save_rounding(k, new_perm, fields, seconds)
-    _report_p_step(k, fields, spec)
+    report_p_step(k, fields, spec)
 
     # ---- ψ-step: the curve between θ₁ and P∘θ₂, control points ½θ₁ + ½P∘θ₂ + ψ
     ptheta2 = apply_permutation(theta2, spec, new_perm)

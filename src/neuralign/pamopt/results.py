@@ -1,8 +1,11 @@
-"""What PAM returns: :class:`PAMStep` per outer iteration and :class:`PAMResult`."""
+"""What PAM returns: :class:`PAMStep` per outer iteration and :class:`PAMResult`; and the
+log line of each P-step (:func:`report_p_step`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +16,14 @@ from neuralign.pamopt.config import PAMConfig
 from neuralign.perm import Permutation, PermutationSpec
 
 __all__ = ["PAMResult", "PAMStep", "changed_fraction"]
+
+# The P-step report is part of the loop's log (``neuralign.pamopt.loop``).
+logger = logging.getLogger("neuralign.pamopt.loop")
+
+#: Below this relaxed distance from the start (largest over groups, see
+#: :func:`~neuralign.pamopt.pstep.relaxed_distance`) the P-step counts as not having moved.
+STILL = 0.05
+
 
 _FORMAT = "neuralign.pam"
 
@@ -128,3 +139,47 @@ class PAMResult:
 def changed_fraction(new: Permutation, old: Permutation) -> dict[str, float]:
     """Per group, the fraction of positions ``i`` with ``new[i] != old[i]``."""
     return {g: float((p != old.perms[g]).double().mean()) for g, p in new.perms.items()}
+
+
+def report_p_step(k: int, fields: Mapping[str, Any], spec: PermutationSpec) -> None:
+    """Log the P-step per group; warn when the relaxed matrices did not move."""
+    logger.info(
+        "PAM outer %d: P-step eta %.4g (sum %.3g), objective %.4f -> relaxed %.4f -> %.4f "
+        "(kept %s)",
+        k,
+        fields.get("step_size", float("nan")),
+        fields.get("total_step", float("nan")),
+        fields["objective_before"],
+        fields["objective_relaxed"],
+        fields["objective_after_p"],
+        fields["chosen"],
+    )
+    dist = fields.get("relaxed_distance", {})
+    hung = fields.get("hungarian_changed", {})
+    for g in spec.groups:
+        logger.info(
+            "PAM outer %d group %s: |P-P0| %.4f, Hungarian changed %.1f%%, kept changed %.1f%%",
+            k,
+            g,
+            dist.get(g, float("nan")),
+            100 * hung.get(g, float("nan")),
+            100 * fields["changed"].get(g, float("nan")),
+        )
+    moved = max(dist.values(), default=0.0)
+    if dist and moved < STILL:
+        logger.warning(
+            "PAM outer %d: the relaxed matrices did not move (largest |P-P0| %.2g < %.2g of "
+            "the largest possible distance): the P-step's total step (sum eta = %.3g) is too "
+            "small for this run; raise pam.p_budget or set p_lr",
+            k,
+            moved,
+            STILL,
+            fields.get("total_step", float("nan")),
+        )
+    elif hung and not any(hung.values()):
+        logger.info(
+            "PAM outer %d: the relaxed matrices moved (largest |P-P0| %.2g) but their "
+            "Hungarian projection is the start in every group",
+            k,
+            moved,
+        )
