@@ -5,7 +5,10 @@ runs one P-step plus rounding (no curve training: with one outer iteration the �
 after them) and records, per start: the step size η and the total step Σ η, the objective
 (mean CE at t = ¼, ½, ¾ on the scoring subset) before the P-step, at the relaxed matrices
 and after rounding, the fraction of units the Hungarian projection and the kept candidate
-reassign, the relaxed matrices' distance from the start, and which candidate was kept.
+reassign, the relaxed matrices' distance from the start, and which candidate was kept; and the
+objective of the start and of the kept permutation on an independent 2,000-image sample of
+the training set (the kept one was chosen on the scoring subset, so its score there is
+optimistic).
 
 Endpoints: ``--endpoints DIR`` with ``seed0/model.safetensors`` and ``seed1/...``, e.g.
 ``neuralign train --arch tinyten --dataset fashion-mnist --train-subset 6000 --epochs 4
@@ -24,12 +27,13 @@ import torch
 from _common import device_name, write_rows
 
 from neuralign.alignment import align
-from neuralign.curves import CurveTrainConfig
+from neuralign.curves import CurveTrainConfig, interpolated_keys
 from neuralign.data import TensorLoader, balanced_subset, load_dataset
 from neuralign.device import select_device
 from neuralign.io import load_model
 from neuralign.pamopt import PAMConfig, pam, scoring_subset
-from neuralign.perm import discover_spec
+from neuralign.pamopt.objective import pam_objective
+from neuralign.perm import Permutation, apply_permutation, discover_spec
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
@@ -49,7 +53,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     root = Path(args.endpoints)
     model_a = load_model(root / "seed0" / "model.safetensors", device=dev)
     model_b = load_model(root / "seed1" / "model.safetensors", device=dev)
-    train = balanced_subset(load_dataset(args.dataset, "train"), n=args.train_subset, seed=0)
+    full = load_dataset(args.dataset, "train")
+    train = balanced_subset(full, n=args.train_subset, seed=0)
+    # an independent sample of the training set: is the kept candidate better off the
+    # subset it was chosen on?
+    heldout = [
+        (x.to(dev), y.to(dev))
+        for x, y in TensorLoader(balanced_subset(full, n=2000, seed=7), batch_size=500)
+    ]
     loader = TensorLoader(train, batch_size=128, shuffle=True, device=dev, seed=0)
     cfg = PAMConfig(
         p_epochs=args.p_epochs,
@@ -70,6 +81,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         res = pam(model_a, model_b, loader, cfg, init=start, spec=spec, score_data=score,
                   device=dev, progress=False)  # fmt: skip
         s = res.steps[0]
+        theta1 = {k: v.detach().to(dev) for k, v in model_a.state_dict().items()}
+        theta2 = {k: v.detach().to(dev) for k, v in model_b.state_dict().items()}
+        psi = [{k: torch.zeros_like(theta1[k]) for k in interpolated_keys(model_a)}]
+
+        def heldout_objective(perm: Permutation) -> float:
+            ptheta2 = apply_permutation(theta2, spec, perm)
+            return pam_objective(model_a, theta1, ptheta2, psi, heldout, cfg.objective_ts)
+
+        held_before = heldout_objective(res.start_permutation)
+        held_after = heldout_objective(res.permutation)
         hung = sum(s.hungarian_changed[g] * sizes[g] for g in sizes) / total
         row: dict[str, object] = {
             "label": args.label,
@@ -80,6 +101,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             "objective_relaxed": round(s.objective_relaxed, 4),
             "objective_after_p": round(s.objective_after_p, 4),
             "decrease_pct": round(100 * (1 - s.objective_after_p / s.objective_before), 2),
+            "heldout_before": round(held_before, 4),
+            "heldout_after_p": round(held_after, 4),
+            "heldout_decrease_pct": round(100 * (1 - held_after / held_before), 2),
             "hungarian_changed": round(hung, 4),
             "kept_changed": round(res.changed_units, 4),
             "max_relaxed_distance": round(max(s.relaxed_distance.values()), 4),

@@ -235,10 +235,16 @@ def test_groupnorm() -> None:
     assert (spec.groups["conv"].blocks, spec.groups["conv"].block_size) == (2, 2)
 
 
-def test_grouped_conv_unsupported() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten())
-    with pytest.raises(UnsupportedOpError, match="grouped convolution"):
-        discover_spec(model, torch.randn(2, 3, 5, 5))
+def test_grouped_conv_is_a_linked_structured_pair() -> None:
+    # groups=2: input and output channels in 2 blocks sharing one block permutation
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 1), nn.Conv2d(4, 6, 3, groups=2), nn.ReLU(), nn.Conv2d(6, 2, 1)
+    )
+    spec = discover_spec(model, torch.randn(2, 3, 5, 5))
+    a, b = spec.groups["0"], spec.groups["1"]
+    assert (a.blocks, b.blocks) == (2, 2) and a.link == b.link is not None
+    assert AxisMember("1.weight", 1, 0, 1, 2) in a.members
+    assert AxisMember("1.weight", 0) in b.members
 
 
 def test_unknown_freeze_name() -> None:

@@ -84,6 +84,7 @@ from neuralign.perm import (
     PermutationSpec,
     apply_permutation,
     apply_soft_permutation,
+    check_soft_supported,
     discover_spec,
 )
 
@@ -224,6 +225,8 @@ def pam(
     Raises:
         ConfigError: On bad settings or missing alignment data.
         CheckpointError: When ``checkpoint_dir`` holds a PAM run with other settings.
+        PermutationError: When the spec has groups of a grouped convolution (no relaxed
+            permutation exists for them; :func:`~neuralign.perm.check_soft_supported`).
     """
     check_compatible_models([model_a, model_b], what="pam")
     cfg = (config or PAMConfig()).validate()
@@ -238,6 +241,7 @@ def pam(
     if spec is None:
         spec = discover_spec(arch, score_batches[0][0][:2])
     check_compatible_models([theta1, theta2], spec=spec, what="pam")
+    check_soft_supported(spec)  # grouped convolutions: no relaxed permutation
 
     folder = PAMFolder(checkpoint_dir)
     folder.claim(

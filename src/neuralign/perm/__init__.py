@@ -14,7 +14,11 @@ member axis of group ``g``; ``p.compose(q)`` applies ``q`` first, then ``p``.
 """
 
 from neuralign.errors import SpecVerificationError, UnsupportedOpError
-from neuralign.perm.apply import apply_permutation, apply_soft_permutation
+from neuralign.perm.apply import (
+    apply_permutation,
+    apply_soft_permutation,
+    check_soft_supported,
+)
 from neuralign.perm.permutation import Permutation, PermutationError
 from neuralign.perm.permute import permute_model
 from neuralign.perm.spec import (
@@ -46,6 +50,7 @@ __all__ = [
     "apply_permutation",
     "apply_soft_permutation",
     "capture_activations",
+    "check_soft_supported",
     "coverage",
     "discover_spec",
     "format_spec_table",

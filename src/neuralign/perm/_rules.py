@@ -306,16 +306,58 @@ def _conv(w: Walker, call: Call) -> Info:
             w.pin(weight)
             w.pin(bias)
             return w.fixed_out()
-        if isinstance(x, Feat):
-            return w.unsupported(
-                f"grouped convolution (groups={groups}, in={in_ch}, out={out_ch}) only allows "
-                "permutations within each group of channels"
-            )
+        return _grouped_conv(w, x, weight, bias, groups, in_ch, out_ch, transposed, name, k)
     err = _consume(w, x, weight, in_axis, allow_inner=False)
     if err:
         return w.unsupported(err)
     gid = w.producer(weight, out_ch, name)
     w.member(gid, weight, out_axis, 0, 1, out_ch)
+    w.member(gid, bias, 0, 0, 1, out_ch)
+    out_rank = len(w.shape(node) or (0, 0))
+    return Feat(out_rank - k - 1, (Seg(gid, out_ch),))
+
+
+def _grouped_conv(
+    w: Walker,
+    x: Info,
+    weight: str | None,
+    bias: str | None,
+    groups: int,
+    in_ch: int,
+    out_ch: int,
+    transposed: bool,
+    name: str,
+    k: int,
+) -> Info:
+    """A grouped convolution (``1 < groups``, not depthwise): output block ``j`` reads only
+    input block ``j``. Its input and output groups become structured with ``groups`` blocks
+    and linked (one block permutation moves input and output blocks together); within each
+    block the input and output units permute independently. The weight's local input axis
+    is a block-diagonal member (its column order depends on the row block)."""
+    node = w.node
+    why = f"grouped convolution %{node.name} (groups={groups}, in={in_ch}, out={out_ch})"
+    if not isinstance(x, Feat):
+        # Output block j reads fixed input block j: the blocks cannot move.
+        w.pin(weight)
+        w.pin(bias)
+        return w.fixed_out()
+    seg = x.segs[0]
+    if len(x.segs) != 1 or seg.gid is None or seg.inner != 1:
+        # A concatenation (several block permutations), fixed channels or a flattened map.
+        w.freeze(x.gids(), f"its units enter {why} in several parts")
+        w.pin(weight)
+        w.pin(bias)
+        return w.fixed_out()
+    w.set_blocks(seg.gid, groups, why)
+    gid = w.producer(weight, out_ch, name)
+    w.set_blocks(gid, groups, why)
+    w.link_blocks(seg.gid, gid)
+    if transposed:  # weight (in, out / groups, ...)
+        w.member(seg.gid, weight, 0, 0, 1, in_ch)
+        w.block_member(gid, weight, 1, groups)
+    else:  # weight (out, in / groups, ...)
+        w.block_member(seg.gid, weight, 1, groups)
+        w.member(gid, weight, 0, 0, 1, out_ch)
     w.member(gid, bias, 0, 0, 1, out_ch)
     out_rank = len(w.shape(node) or (0, 0))
     return Feat(out_rank - k - 1, (Seg(gid, out_ch),))

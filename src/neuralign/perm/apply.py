@@ -7,14 +7,19 @@ units of the member's block (``start + i * inner + r``) as the rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
 from neuralign.perm.permutation import Permutation, PermutationError
 from neuralign.perm.spec import AxisMember, PermutationSpec
 
-__all__ = ["apply_permutation", "apply_soft_permutation"]
+__all__ = [
+    "apply_permutation",
+    "apply_soft_permutation",
+    "check_soft_supported",
+    "permute_block_diagonal",
+]
 
 
 def _index(length: int, m: AxisMember, perm: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -24,6 +29,33 @@ def _index(length: int, m: AxisMember, perm: torch.Tensor, device: torch.device)
     block = m.start + perm.to(device)[:, None] * m.inner + r[None, :]
     idx[m.start : m.start + n * m.inner] = block.reshape(-1)
     return idx
+
+
+def permute_block_diagonal(t: torch.Tensor, m: AxisMember, perm: torch.Tensor) -> torch.Tensor:
+    """Apply a structured permutation to a block-diagonal member (a grouped convolution's
+    input axis, ``m.row_blocks = b``), *before* axis 0 is permuted.
+
+    ``perm`` maps block ``sigma[j]`` of the group to block ``j`` and reorders it by
+    ``within[j]`` (``perm[j*s + r] = sigma[j]*s + within[j][r]``). The rows of block
+    ``sigma[j]`` of axis 0 read the units of input block ``sigma[j]``, which after the
+    permutation sit in block ``j`` in the order ``within[j]``: their columns (the local
+    index) are reordered by ``within[j]``. Axis 0 itself is permuted by the linked group of
+    the convolution's outputs (same ``sigma``), which moves those rows to block ``j``.
+    """
+    b = m.row_blocks
+    n = perm.numel()
+    s = n // b
+    p = perm.to(t.device).view(b, s)
+    sigma = p[:, 0] // s
+    local = p % s  # local[j]: within-block order of new block j
+    cols = torch.empty_like(local)
+    cols[sigma] = local  # old row block sigma[j] takes within[j]
+    x = t.movedim(m.axis, 1)
+    rows, rest = x.shape[0], x.shape[2:]
+    x = x.reshape(b, rows // b, s, *rest)
+    idx = cols.view(b, 1, s, *([1] * len(rest))).expand_as(x)
+    y = torch.gather(x, 2, idx).reshape(rows, s, *rest)
+    return y.movedim(1, m.axis)
 
 
 def apply_permutation(
@@ -49,14 +81,52 @@ def apply_permutation(
     perm.check(spec)
     spec.validate(state_dict)
     out = dict(state_dict)
+    # Block-diagonal members (grouped convolutions) first: their column order depends on the
+    # row block, read before axis 0 is permuted (permute_block_diagonal).
+    for name, m in spec.block_diagonal():
+        p = perm.perms.get(name)
+        if p is not None:
+            out[m.key] = permute_block_diagonal(out[m.key], m, p)
     for g in spec.groups.values():
         p = perm.perms.get(g.name)
         if p is None:
             continue
         for m in g.members:
+            if m.row_blocks > 1:
+                continue
             t = out[m.key]
             out[m.key] = t.index_select(m.axis, _index(t.shape[m.axis], m, p, t.device))
     return out
+
+
+def check_soft_supported(spec: PermutationSpec, groups: Iterable[str] | None = None) -> None:
+    """Refuse relaxed (doubly-stochastic) application to the groups of a grouped
+    convolution: a dense mixing matrix mixes channels across the convolution's groups,
+    which its block-diagonal weight cannot express.
+
+    Args:
+        spec: The spec.
+        groups: The groups to be relaxed (default: all).
+
+    Raises:
+        PermutationError: Naming the groups and the convolution weights.
+    """
+    wanted = set(spec.groups) if groups is None else set(groups)
+    keys = {m.key for _, m in spec.block_diagonal()}
+    bad: dict[str, str] = {}
+    for g in spec.groups.values():
+        for m in g.members:
+            if g.name in wanted and m.key in keys:
+                bad.setdefault(g.name, m.key)
+    if bad:
+        listed = ", ".join(f"{g} ({k})" for g, k in bad.items())
+        raise PermutationError(
+            "relaxed (soft) permutations are not defined for the input and output channels "
+            f"of grouped convolutions: {listed}. A doubly-stochastic matrix mixes channels "
+            "across the convolution's groups, which its block-diagonal weight cannot "
+            "express. Align such models with correlation or weight matching, or freeze "
+            "these groups (discover_spec(..., freeze=[...])) for PAM."
+        )
 
 
 def apply_soft_permutation(
@@ -80,9 +150,11 @@ def apply_soft_permutation(
         A new state dict; the inputs are not mutated.
 
     Raises:
-        PermutationError: If a matrix has the wrong shape or names an unknown group.
+        PermutationError: If a matrix has the wrong shape, names an unknown group, or is
+            given for a group of a grouped convolution (:func:`check_soft_supported`).
     """
     spec.validate(state_dict)
+    check_soft_supported(spec, mats)
     for name, mat in mats.items():
         if name not in spec.groups:
             raise PermutationError(f"group {name!r} is not in the spec")

@@ -7,6 +7,13 @@ state-dict entry: unit ``i`` of ``g`` occupies the indices ``start + i * inner +
 after a flatten of ``C x H x W`` features (each channel owns ``H * W`` consecutive columns);
 ``start > 0`` for the consumer of a ``torch.cat`` along channels.
 
+A *block-diagonal* member (``row_blocks = b > 1``) is the input axis of a grouped
+convolution (``groups = b``): its axis holds only the local index of a unit inside its block
+(``size // b`` entries), axis 0 is cut into ``b`` row blocks, and row block ``j`` sees block
+``j`` of the group -- so the permutation applied to its columns depends on the row block (see
+:func:`neuralign.perm.apply.apply_permutation`). Its group is structured with ``b`` blocks and
+linked to the group of axis 0, which shares its block permutation.
+
 A spec is plain data: it is discovered by :func:`neuralign.perm.discover_spec`, can be written
 by hand with :meth:`PermutationSpec.from_axes`, and round-trips through JSON.
 """
@@ -53,16 +60,25 @@ class AxisMember:
         axis: Axis of ``state[key]`` that the group permutes.
         start: Index on ``axis`` where the group's block begins (``> 0`` after a ``cat``).
         inner: Consecutive indices per unit (``H * W`` for a Linear after a flatten).
+        row_blocks: ``> 1`` for the input axis of a grouped convolution with that many
+            groups: the axis holds one block's local unit index, and row block ``j`` of
+            axis 0 sees block ``j`` of the group (a block-diagonal member; ``start = 0``,
+            ``inner = 1``).
     """
 
     key: str
     axis: int
     start: int = 0
     inner: int = 1
+    row_blocks: int = 1
 
     def indices(self, size: int) -> range:
         """Return the range of indices on ``axis`` covered by a group of ``size`` units."""
-        return range(self.start, self.start + size * self.inner)
+        return range(self.start, self.start + self.span(size))
+
+    def span(self, size: int) -> int:
+        """Number of indices on ``axis`` a group of ``size`` units occupies."""
+        return size // self.row_blocks * self.inner
 
     def __str__(self) -> str:
         extra = ""
@@ -70,6 +86,8 @@ class AxisMember:
             extra += f"+{self.start}"
         if self.inner != 1:
             extra += f"x{self.inner}"
+        if self.row_blocks != 1:
+            extra += f"/{self.row_blocks}"
         return f"{self.key}[{self.axis}{extra}]"
 
 
@@ -180,7 +198,8 @@ class PermutationSpec:
         blocks: Mapping[str, int] | None = None,
         links: Mapping[str, str] | None = None,
     ) -> PermutationSpec:
-        """Build a spec by hand from ``{group: [(key, axis[, start[, inner]]), ...]}``.
+        """Build a spec by hand from ``{group: [(key, axis[, start[, inner[, row_blocks]]]),
+        ...]}``.
 
         Group sizes come from ``sizes`` or are inferred from ``state_dict`` as the smallest
         ``(shape[axis] - start) // inner`` over the group's members (the producing layer's
@@ -211,9 +230,10 @@ class PermutationSpec:
         for name, items in axes.items():
             members: list[AxisMember] = []
             for item in items:
-                if not 2 <= len(item) <= 4:
+                if not 2 <= len(item) <= 5:
                     raise SpecError(
-                        f"group {name!r}: member {item!r} must be (key, axis[, start[, inner]])"
+                        f"group {name!r}: member {item!r} must be "
+                        "(key, axis[, start[, inner[, row_blocks]]])"
                     )
                 members.append(AxisMember(str(item[0]), *(int(v) for v in item[1:])))
             if sizes is not None and name in sizes:
@@ -221,7 +241,8 @@ class PermutationSpec:
             elif state_dict is not None:
                 try:
                     size = min(
-                        (state_dict[m.key].shape[m.axis] - m.start) // m.inner for m in members
+                        (state_dict[m.key].shape[m.axis] - m.start) // m.inner * m.row_blocks
+                        for m in members
                     )
                 except (KeyError, IndexError, ValueError) as exc:
                     raise SpecError(f"cannot infer the size of group {name!r}: {exc}") from exc
@@ -280,8 +301,9 @@ class PermutationSpec:
         """Check that the spec fits ``state_dict``.
 
         Every member key must exist, every member axis must hold the group's block
-        (``shape[axis] >= start + size * inner``), and no two members may claim overlapping
-        indices of the same axis.
+        (``shape[axis] >= start + size * inner``; ``size / row_blocks`` local indices for a
+        block-diagonal member), and no two members may claim overlapping indices of the
+        same axis.
 
         Raises:
             SpecError: Naming the first group and member that do not fit.
@@ -304,7 +326,12 @@ class PermutationSpec:
                         f"shape {shape}"
                     )
                 axis = m.axis % len(shape)
-                end = m.start + g.size * m.inner
+                end = m.start + m.span(g.size)
+                if m.row_blocks > 1 and (axis == 0 or shape[0] % m.row_blocks):
+                    raise SpecError(
+                        f"group {g.name!r}: block-diagonal member {m} needs axis 0 of "
+                        f"{m.key!r} (shape {shape}) cut into {m.row_blocks} row blocks"
+                    )
                 if m.start < 0 or m.inner < 1 or shape[axis] < end:
                     raise SpecError(
                         f"group {g.name!r} of size {g.size}: member {m} needs indices "
@@ -320,12 +347,15 @@ class PermutationSpec:
 
     def check_structure(self) -> None:
         """Check block structures: ``blocks`` divides ``size``; linked groups agree on the
-        number of blocks.
+        number of blocks; a block-diagonal member (grouped convolution input,
+        ``row_blocks > 1``) belongs to a group of ``row_blocks`` blocks linked to the group
+        that holds axis 0 of the same tensor (their block permutations must be equal).
 
         Raises:
             SpecError: Naming the group.
         """
         links: dict[str, tuple[str, int]] = {}
+        rows: dict[str, set[str]] = {}  # link -> keys whose axis 0 a linked group permutes
         for g in self.groups.values():
             if g.blocks < 1 or g.size % g.blocks:
                 raise SpecError(
@@ -338,6 +368,33 @@ class PermutationSpec:
                         f"groups {first[0]!r} and {g.name!r} share link {g.link!r} but have "
                         f"{first[1]} and {g.blocks} blocks"
                     )
+                rows.setdefault(g.link, set()).update(
+                    m.key for m in g.members if m.axis == 0 and m.row_blocks == 1
+                )
+        for g in self.groups.values():
+            for m in g.members:
+                if m.row_blocks == 1:
+                    continue
+                if m.row_blocks < 1 or m.start != 0 or m.inner != 1 or m.axis == 0:
+                    raise SpecError(
+                        f"group {g.name!r}: block-diagonal member {m} must have start 0, "
+                        "inner 1 and an axis other than 0"
+                    )
+                if g.blocks != m.row_blocks:
+                    raise SpecError(
+                        f"group {g.name!r}: block-diagonal member {m} has {m.row_blocks} row "
+                        f"blocks but the group {g.blocks} blocks"
+                    )
+                if g.link is None or m.key not in rows.get(g.link, set()):
+                    raise SpecError(
+                        f"group {g.name!r}: block-diagonal member {m} (a grouped "
+                        "convolution) needs the group permuting axis 0 of "
+                        f"{m.key!r} to be linked to it (they share one block permutation)"
+                    )
+
+    def block_diagonal(self) -> list[tuple[str, AxisMember]]:
+        """``(group, member)`` for every block-diagonal member (grouped convolutions)."""
+        return [(g.name, m) for g in self.groups.values() for m in g.members if m.row_blocks > 1]
 
     def families(self) -> list[list[str]]:
         """Groups whose permutations are chosen together: each linked set, and every other
@@ -365,7 +422,13 @@ class PermutationSpec:
                     "name": g.name,
                     "size": g.size,
                     "members": [
-                        {"key": m.key, "axis": m.axis, "start": m.start, "inner": m.inner}
+                        {
+                            "key": m.key,
+                            "axis": m.axis,
+                            "start": m.start,
+                            "inner": m.inner,
+                            **({"row_blocks": m.row_blocks} if m.row_blocks != 1 else {}),
+                        }
                         for m in g.members
                     ],
                     **({"blocks": g.blocks} if g.blocks != 1 else {}),
@@ -526,8 +589,9 @@ def _record(cls: Any, raw: Any, what: str) -> Any:
     for name in ("axis", "start", "size", "dim"):
         if isinstance(getattr(rec, name, 0), int) and getattr(rec, name, 0) < 0:
             raise SpecError(f"malformed permutation spec: {what}: {name} must be >= 0")
-    if getattr(rec, "inner", 1) < 1:
-        raise SpecError(f"malformed permutation spec: {what}: inner must be >= 1")
+    for name in ("inner", "row_blocks"):
+        if getattr(rec, name, 1) < 1:
+            raise SpecError(f"malformed permutation spec: {what}: {name} must be >= 1")
     return rec
 
 

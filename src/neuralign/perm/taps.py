@@ -184,7 +184,8 @@ def _producer_node(graph: fx.Graph, modules: dict[str, nn.Module], grp: Group) -
             ok = m.axis == 0 and mod.out_features == grp.size
         elif isinstance(mod, nn.modules.conv._ConvNd):
             out_axis = 1 if mod.transposed else 0
-            ok = m.axis == out_axis and mod.out_channels == grp.size and mod.groups == 1
+            # grouped convolutions too: their output channels are the group's units
+            ok = m.axis == out_axis and mod.out_channels == grp.size
         else:
             ok = False
         if not ok:

@@ -213,6 +213,8 @@ class Walker:
         # (key, axis) -> list of [start, inner, size, gid]
         self.claims: dict[tuple[str, int], list[tuple[int, int, int, int]]] = {}
         self.pins: list[tuple[str, int | None, int, int]] = []
+        # block-diagonal members (grouped convolution inputs): (key, axis, gid, row blocks)
+        self.block_members: list[tuple[str, int, int, int]] = []
         self.hard: dict[int, str] = {}
         self.unsupported_ops: list[_Unsupported] = []
         self.dead: set[int] = set()  # groups replaced by their parts (split_group)
@@ -399,6 +401,17 @@ class Walker:
             else:
                 slot.append((start, inner, size, gid))
 
+    def block_member(self, gid: int, key: str | None, axis: int, blocks: int) -> None:
+        """Record that ``key``'s ``axis`` holds the local unit index of the ``blocks``
+        blocks of group ``gid``, row block ``j`` of axis 0 seeing block ``j`` (a grouped
+        convolution's input axis)."""
+        if key is None:
+            return
+        for k in self.aliases.get(key, [key]):
+            entry = (k, axis, gid, blocks)
+            if entry not in self.block_members:
+                self.block_members.append(entry)
+
     def pin(self, key: str | None, axis: int | None = None) -> None:
         """Forbid permuting ``key`` (on ``axis``, or on every axis)."""
         if key is None:
@@ -496,6 +509,12 @@ class Walker:
                 for pk, pax, lo, hi in self.pins:
                     if pk == key and (pax is None or pax == axis) and lo < s + n * i and s < hi:
                         self.freeze([g], f"{key} axis {axis} must stay fixed")
+        for key, axis, g, _b in self.block_members:
+            if (key, axis) in self.claims:
+                self.freeze([g], f"{key} axis {axis} claimed with different layouts")
+            for pk, pax, _lo, _hi in self.pins:
+                if pk == key and (pax is None or pax == axis):
+                    self.freeze([g], f"{key} axis {axis} must stay fixed")
 
     def _names(self, roots: list[int]) -> dict[int, str]:
         """Name groups after their producing layer; a group with several producers (a
@@ -571,6 +590,12 @@ class Walker:
                     m = AxisMember(key, axis, s, i)
                     if m not in members[r]:
                         members[r].append(m)
+        for key, axis, g, b in self.block_members:
+            r = self.find(g)
+            if r in members:
+                m = AxisMember(key, axis, 0, 1, b)
+                if m not in members[r]:
+                    members[r].append(m)
         taps = self._taps(records, set(kept))
         links = self._links(set(kept), frozen, names, reasons)
         kept = [r for r in kept if r not in reasons]
