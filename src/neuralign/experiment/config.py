@@ -393,15 +393,15 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
-def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
+def parse_config(raw: Any) -> ExperimentConfig:
     """Build and validate a config from a parsed TOML/YAML document."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a table of settings, got {type(raw).__name__}")
     pam = raw.get("pam")
-    for key in PAM_FROM_ELSEWHERE if isinstance(pam, dict) else ():
-        if key in pam:
-            where = "the top-level seed" if key == "seed" else f"[curves] ({key})"
-            raise ConfigError(f"pam.{key}: PAM takes this from {where}; set it there")
+    taken = [k for k in PAM_FROM_ELSEWHERE if k in pam] if isinstance(pam, dict) else []
+    for key in taken[:1]:
+        where = "the top-level seed" if key == "seed" else f"[curves] ({key})"
+        raise ConfigError(f"pam.{key}: PAM takes this from {where}; set it there")
     cfg = _build(ExperimentConfig, raw, "")
     return validate(cfg)
 
