@@ -167,3 +167,19 @@ def test_paper_presets_are_valid() -> None:
         assert cfg.endpoints.lr == 0.1 and cfg.curves.lr == 0.01
         expected_batch = 64 if f.stem == "tinyten-cifar10" else 128
         assert cfg.data.batch_size == expected_batch, f
+
+
+def test_fashion_mnist_paper_preset_is_the_whole_table() -> None:
+    f = Path(__file__).resolve().parents[2] / "configs" / "fashion-mnist-paper.toml"
+    cfg = load_config(f)
+    assert cfg.data.dataset == "fashion-mnist"
+    assert cfg.data.train_subset == 0 and cfg.data.test_subset == 0  # the full 60k / 10k
+    assert len(cfg.pairs) == 3 and cfg.eval.points == 65
+    assert set(cfg.curves.kinds) == {"line", "bezier"}
+    assert set(cfg.curves.variants) == {
+        "unaligned",
+        "correlation",
+        "weight",
+        "pam-unaligned",
+        "pam-aligned",
+    }
