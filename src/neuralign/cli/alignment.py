@@ -17,6 +17,7 @@ from neuralign.cli.options import (
     default,
     device_option,
     json_option,
+    option_type,
     param_default,
     progress_option,
     sgd_option,
@@ -113,7 +114,7 @@ def _print_alignment(res: Any) -> None:
 )
 @click.option(
     "--subset-fraction",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=option_type(AlignConfig, "subset_fraction"),
     default=default(AlignConfig, "subset_fraction"),
     show_default=True,
     help="Class-balanced fraction of the training set used.",

@@ -23,6 +23,7 @@ from neuralign.cli.options import (
     default,
     device_option,
     json_option,
+    option_type,
     progress_option,
     sgd_option,
 )
@@ -42,7 +43,7 @@ from neuralign.pamopt import PAMConfig
 )
 @click.option(
     "--bends",
-    type=click.IntRange(min=3),
+    type=option_type(PAMConfig, "bends"),
     default=default(PAMConfig, "bends"),
     show_default=True,
     help="Control points including the endpoints (3 = quadratic Bezier).",

@@ -9,7 +9,7 @@ import click
 
 from neuralign.cli.app import cli
 from neuralign.cli.common import DataSource
-from neuralign.cli.options import json_option, progress_option
+from neuralign.cli.options import device_check, json_option, progress_option
 
 
 @cli.command("run")
@@ -27,7 +27,7 @@ from neuralign.cli.options import json_option, progress_option
     default=None,
     help="Override the config's data.data_dir.",
 )
-@click.option("--device", default=None, help="Override the config's device.")
+@click.option("--device", default=None, callback=device_check, help="Override the config's device.")
 @click.option("--force", is_flag=True, help="Reuse a run folder written by another config.")
 @click.option(
     "--verify",

@@ -15,9 +15,10 @@ from neuralign.cli.options import (
     device_option,
     json_option,
     param_default,
+    range_type,
 )
 from neuralign.merge import merge
-from neuralign.merge.api import METHODS
+from neuralign.merge.api import METHODS, PARAM_RANGES
 
 
 @cli.command("merge")
@@ -39,21 +40,21 @@ from neuralign.merge.api import METHODS
 @dataset_options
 @click.option(
     "--subset-fraction",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=range_type(PARAM_RANGES["subset_fraction"], False),
     default=param_default(merge, "subset_fraction"),
     show_default=True,
     help="Fraction of the training set for the correlation statistics.",
 )
 @click.option(
     "--bn-subset",
-    type=click.IntRange(min=1),
+    type=range_type(PARAM_RANGES["bn_subset"], True),
     default=param_default(merge, "bn_subset"),
     show_default=True,
     help="Training images for the BatchNorm recomputation and REPAIR.",
 )
 @click.option(
     "--max-rounds",
-    type=click.IntRange(min=1),
+    type=range_type(PARAM_RANGES["max_rounds"], True),
     default=param_default(merge, "max_rounds"),
     show_default=True,
     help="MergeMany rounds for three or more models.",

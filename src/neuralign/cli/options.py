@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +25,7 @@ from neuralign.experiment import (
     ExperimentConfig,
     RobustConfig,
 )
+from neuralign.ranges import Range, field_range
 
 
 def default(cls: Any, name: str) -> Any:
@@ -35,6 +38,49 @@ def default(cls: Any, name: str) -> Any:
                 return f.default_factory()
             break
     raise KeyError(f"{cls.__name__} has no field {name!r} with a default")
+
+
+class _Finite(click.FloatRange):
+    """A float range that also refuses NaN and ±inf (click's FloatRange lets them through)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def range_type(rng: Range | None, integer: bool) -> click.ParamType:
+    """The click type of a :class:`~neuralign.ranges.Range` (ints or finite floats)."""
+    rng = rng or Range()
+    kw: dict[str, Any] = {"min": rng.lo, "max": rng.hi}
+    kw.update(min_open=rng.lo_open, max_open=rng.hi_open)
+    if integer:
+        kw["min"] = None if rng.lo is None else int(rng.lo)
+        kw["max"] = None if rng.hi is None else int(rng.hi)
+        return click.IntRange(**kw)
+    return _Finite(**kw)
+
+
+def option_type(cls: Any, name: str) -> click.ParamType:
+    """The click type of field ``name`` of the config dataclass ``cls``: its declared range
+    (neuralign.ranges, one place for every range), as an int or finite-float range."""
+    hint = typing.get_type_hints(cls)[name]
+    return range_type(field_range(cls, name), hint is int)
+
+
+def device_check(ctx: Any, param: Any, value: str | None) -> str | None:
+    """Click callback: refuse a device that is misspelled or absent here, before any work."""
+    if value is None:
+        return None
+    from neuralign.device import select_device
+    from neuralign.errors import ConfigError
+
+    try:
+        select_device(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("device: "), ctx, param) from None
+    return value
 
 
 def param_default(func: Callable[..., Any], name: str) -> Any:
@@ -71,17 +117,11 @@ def _attach(f: Any, opts: Sequence[Callable[[Any], Any]]) -> Any:
 
 def sgd_option(cls: Any, name: str, **extra: Any) -> Callable[[Any], Any]:
     """One SGD hyper-parameter option (``--lr``, ``--momentum``, ...) with ``cls``'s default."""
-    types: dict[str, Any] = {
-        "epochs": click.IntRange(min=1),
-        "batch_size": click.IntRange(min=1),
-        "lr": click.FloatRange(min=0, min_open=True),
-        "momentum": click.FloatRange(0, 1, max_open=True),
-        "weight_decay": click.FloatRange(min=0),
-        "lr_step": click.IntRange(min=1),
-        "lr_gamma": float,
-        "seed": int,
+    kw: dict[str, Any] = {
+        "type": option_type(cls, name),
+        "default": default(cls, name),
+        "show_default": True,
     }
-    kw: dict[str, Any] = {"type": types[name], "default": default(cls, name), "show_default": True}
     kw.update(extra)
     return click.option("--" + name.replace("_", "-"), **kw)
 
@@ -121,6 +161,7 @@ def device_option(f: Any) -> Any:
         "--device",
         default=default(ExperimentConfig, "device"),
         show_default=True,
+        callback=device_check,
         help="cpu, cuda, cuda:N, mps or auto.",
     )(f)
 
@@ -141,21 +182,21 @@ def attack_options(f: Any) -> Any:
     opts = [
         click.option(
             "--eps",
-            type=click.FloatRange(min=0),
+            type=option_type(RobustConfig, "eps"),
             default=default(RobustConfig, "eps"),
             show_default="8/255",
             help="PGD radius (L∞, [0, 1] pixel units).",
         ),
         click.option(
             "--alpha",
-            type=click.FloatRange(min=0),
+            type=option_type(RobustConfig, "alpha"),
             default=default(RobustConfig, "alpha"),
             show_default="2/255",
             help="PGD step size.",
         ),
         click.option(
             "--steps",
-            type=click.IntRange(min=0),
+            type=option_type(RobustConfig, "steps"),
             default=default(RobustConfig, "steps"),
             show_default=True,
             help="PGD steps.",
@@ -177,7 +218,7 @@ def path_options(f: Any) -> Any:
     opts = [
         click.option(
             "--points",
-            type=click.IntRange(min=2),
+            type=option_type(EvalConfig, "points"),
             default=default(EvalConfig, "points"),
             show_default=True,
             help="Equally spaced values of t in [0, 1].",
@@ -192,14 +233,14 @@ def path_options(f: Any) -> Any:
         ),
         click.option(
             "--bn-subset",
-            type=click.IntRange(min=1),
+            type=option_type(EvalConfig, "bn_subset"),
             default=default(EvalConfig, "bn_subset"),
             show_default=True,
             help="Images of the BN subset (train-subset mode).",
         ),
         click.option(
             "--test-subset",
-            type=click.IntRange(min=0),
+            type=option_type(DataConfig, "test_subset"),
             default=default(DataConfig, "test_subset"),
             show_default=True,
             help="Evaluate on a class-balanced test subset of this size (0 = all).",
@@ -240,7 +281,7 @@ def curve_sgd_options(f: Any) -> Any:
         ),
         click.option(
             "--train-subset",
-            type=click.IntRange(min=1),
+            type=option_type(DataConfig, "train_subset"),
             default=None,
             help="Train on a class-balanced subset of this many images.",
         ),

@@ -24,6 +24,7 @@ from neuralign.cli.options import (
     device_option,
     grouped,
     json_option,
+    option_type,
     progress_option,
 )
 from neuralign.curves import CurveTrainConfig
@@ -55,37 +56,37 @@ from neuralign.pamopt import PAMConfig
     show_default=True,
     help="Start from the identity (PAM Unaligned) or the correlation alignment (PAM Aligned).",
 )
-@click.option("--outer", "outer_iterations", type=click.IntRange(min=1),
+@click.option("--outer", "outer_iterations", type=option_type(PAMConfig, "outer_iterations"),
               default=default(PAMConfig, "outer_iterations"), show_default=True,
               help="Outer P-step + curve-step iterations (paper: 1).")  # fmt: skip
-@click.option("--p-epochs", type=click.IntRange(min=0), default=default(PAMConfig, "p_epochs"),
+@click.option("--p-epochs", type=option_type(PAMConfig, "p_epochs"), default=default(PAMConfig, "p_epochs"),
               show_default=True, help="Epochs of each P-step (paper: 20).")  # fmt: skip
-@click.option("--p-budget", type=click.FloatRange(min=0, min_open=True),
+@click.option("--p-budget", type=option_type(PAMConfig, "p_budget"),
               default=default(PAMConfig, "p_budget"), show_default=True,
               help="Total P-step step size (sum of eta over its minibatch steps; the paper's "
               "20 epochs x 390 steps x 0.005). The step is the larger of half of --lr and "
               "this budget over the P-step's steps.")  # fmt: skip
-@click.option("--p-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--p-lr", type=option_type(PAMConfig, "p_lr"), default=None,
               help="A fixed P-step step size (overrides --p-budget).")  # fmt: skip
-@click.option("--nu", type=click.FloatRange(min=0, min_open=True), default=default(PAMConfig, "nu"),
+@click.option("--nu", type=option_type(PAMConfig, "nu"), default=default(PAMConfig, "nu"),
               show_default=True, help="Proximal parameter of the P-step.")  # fmt: skip
 @click.option("--projection", type=click.Choice(["exact", "dykstra", "sinkhorn"]),
               default=default(PAMConfig, "projection"), show_default=True,
               help="Projection onto the doubly stochastic matrices.")  # fmt: skip
-@click.option("--round-samples", type=click.IntRange(min=0),
+@click.option("--round-samples", type=option_type(PAMConfig, "round_samples"),
               default=default(PAMConfig, "round_samples"), show_default=True,
               help="Birkhoff-von Neumann samples scored as rounding candidates.")  # fmt: skip
-@click.option("--align-fraction", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--align-fraction", type=option_type(AlignConfig, "subset_fraction"),
               default=default(AlignConfig, "subset_fraction"),
               show_default=True, help="Training fraction used by --init correlation.")  # fmt: skip
 @click.option(
     "--bends",
-    type=click.IntRange(min=3),
+    type=option_type(PAMConfig, "bends"),
     default=default(PAMConfig, "bends"),
     show_default=True,
     help="Control points of the Bezier curve including the endpoints.",
 )
-@click.option("--epochs", type=click.IntRange(min=0), default=default(CurveTrainConfig, "epochs"),
+@click.option("--epochs", type=option_type(CurveTrainConfig, "epochs"), default=default(CurveTrainConfig, "epochs"),
               show_default=True,
               help="Curve-training epochs of each curve step (paper: 250).")  # fmt: skip
 @curve_sgd_options

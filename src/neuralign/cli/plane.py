@@ -14,12 +14,15 @@ from neuralign.cli.options import (
     default,
     device_option,
     json_option,
+    option_type,
     param_default,
     progress_option,
+    range_type,
 )
 from neuralign.data.recipes import BN_MODES
 from neuralign.experiment.config import EvalConfig
 from neuralign.paths import evaluate_plane
+from neuralign.paths.plane import PARAM_RANGES as PLANE_RANGES
 
 
 @cli.command("plane")
@@ -27,14 +30,14 @@ from neuralign.paths import evaluate_plane
 @dataset_options
 @click.option(
     "--grid",
-    type=click.IntRange(min=3),
+    type=option_type(EvalConfig, "plane_grid"),
     default=default(EvalConfig, "plane_grid"),
     show_default=True,
     help="Grid points per side of the plane.",
 )
 @click.option(
     "--margin",
-    type=click.FloatRange(min=0),
+    type=range_type(PLANE_RANGES["margin"], False),
     default=param_default(evaluate_plane, "margin"),
     show_default=True,
     help="Margin around the curve, relative to its extent.",
@@ -48,21 +51,21 @@ from neuralign.paths import evaluate_plane
 )
 @click.option(
     "--bn-subset",
-    type=click.IntRange(min=1),
+    type=option_type(EvalConfig, "bn_subset"),
     default=default(EvalConfig, "bn_subset"),
     show_default=True,
     help="Images of the BN subset (train-subset mode).",
 )
 @click.option(
     "--test-subset",
-    type=click.IntRange(min=0),
+    type=option_type(EvalConfig, "plane_test_subset"),
     default=default(EvalConfig, "plane_test_subset"),
     show_default=True,
     help="Class-balanced test images per grid point (0 = all).",
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=option_type(EvalConfig, "batch_size"),
     default=default(EvalConfig, "batch_size"),
     show_default=True,
 )
