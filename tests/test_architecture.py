@@ -21,6 +21,7 @@ FLOORS: dict[str, int] = {
     "_version": 0,
     "errors": 0,
     "device": 0,
+    "ranges": 0,
     "distributed": 0,
     "io": 0,
     "io.checkpoint": 1,  # builds models through the registry

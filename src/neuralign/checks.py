@@ -126,6 +126,29 @@ def check_model_fits_data(model: nn.Module, dataset: Dataset, source: str = "") 
         )
 
 
+#: Largest network a config may describe (parameters; 4 bytes each in float32, and the
+#: curves hold one copy per bend): a typo in a width otherwise allocates until memory runs out.
+MAX_PARAMETERS = 2_000_000_000
+
+
+def _check_size(name: str, kwargs: dict[str, Any], where: str) -> None:
+    """Refuse a model of more than :data:`MAX_PARAMETERS` parameters, counted on the meta
+    device (no memory allocated). A model that cannot be built there is not checked."""
+    from neuralign.models import create_model
+
+    try:
+        with torch.device("meta"):
+            model = create_model(name, **kwargs)
+    except Exception:  # noqa: BLE001 - the real build below reports the error
+        return
+    n = sum(p.numel() for p in model.parameters())
+    if n > MAX_PARAMETERS:
+        raise ConfigError(
+            f"{where}: {name!r} with {kwargs!r:.200} has {n:,} parameters, more than "
+            f"{MAX_PARAMETERS:,}; check the widths"
+        )
+
+
 def build_model(name: str, kwargs: dict[str, Any], where: str = "model.kwargs") -> nn.Module:
     """``create_model(name, **kwargs)``, with constructor crashes turned into ConfigError.
 
@@ -137,6 +160,7 @@ def build_model(name: str, kwargs: dict[str, Any], where: str = "model.kwargs") 
     """
     from neuralign.models import create_model
 
+    _check_size(name, kwargs, where)
     try:
         return create_model(name, **kwargs)
     except ConfigError as exc:

@@ -119,7 +119,7 @@ def test_killed_during_curve_training_resumes_to_identical_results(tmp_path: Pat
 
 
 def test_invalid_config_names_the_field(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"curves\.bends: must be >= 3"):
+    with pytest.raises(ConfigError, match=r"curves\.bends: must be in \[3, 64\]"):
         parse_config({"curves": {"bends": 1}})
     with pytest.raises(ConfigError, match=r"curves\.bendz: unknown field"):
         parse_config({"curves": {"bendz": 3}})

@@ -443,7 +443,7 @@ def _toml(over: dict[str, dict[str, str]] | None = None) -> str:
 @pytest.mark.parametrize(
     ("section", "key", "value", "phrase"),
     [
-        ("eval", "points", "1", "eval.points: must be >= 2, got 1"),
+        ("eval", "points", "1", "eval.points: must be in [2, 1001], got 1"),
         ("endpoints", "lr", '"fast"', "endpoints.lr: expected a number"),
         ("curves", "lr", "inf", "curves.lr: expected a finite number"),
         ("curves", "bendz", "3", "curves.bendz: unknown field"),

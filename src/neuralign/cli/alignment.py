@@ -16,6 +16,7 @@ from neuralign.cli.options import (
     default,
     device_option,
     json_option,
+    option_type,
     out_option,
     pair_options,
     param_default,
@@ -110,7 +111,7 @@ def _print_alignment(res: Any) -> None:
 )
 @click.option(
     "--subset-fraction",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=option_type(AlignConfig, "subset_fraction"),
     default=default(AlignConfig, "subset_fraction"),
     show_default=True,
     help="Class-balanced fraction of the training set used.",

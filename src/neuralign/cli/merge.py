@@ -16,9 +16,10 @@ from neuralign.cli.options import (
     json_option,
     out_option,
     param_option,
+    range_type,
 )
 from neuralign.merge import merge
-from neuralign.merge.api import METHODS
+from neuralign.merge.api import METHODS, PARAM_RANGES
 
 
 @cli.command("merge")
@@ -42,17 +43,20 @@ from neuralign.merge.api import METHODS
 @param_option(
     merge,
     "subset_fraction",
-    click.FloatRange(0, 1, min_open=True),
+    range_type(PARAM_RANGES["subset_fraction"], False),
     "Fraction of the training set for the correlation statistics.",
 )
 @param_option(
     merge,
     "bn_subset",
-    click.IntRange(min=1),
+    range_type(PARAM_RANGES["bn_subset"], True),
     "Training images for the BatchNorm recomputation and REPAIR.",
 )
 @param_option(
-    merge, "max_rounds", click.IntRange(min=1), "MergeMany rounds for three or more models."
+    merge,
+    "max_rounds",
+    range_type(PARAM_RANGES["max_rounds"], True),
+    "MergeMany rounds for three or more models.",
 )
 @click.option(
     "--evaluate/--no-evaluate",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +26,7 @@ from neuralign.experiment import (
     RobustConfig,
 )
 from neuralign.pamopt import PAMConfig
+from neuralign.ranges import Range, field_range
 
 
 def default(cls: Any, name: str) -> Any:
@@ -36,6 +39,49 @@ def default(cls: Any, name: str) -> Any:
                 return f.default_factory()
             break
     raise KeyError(f"{cls.__name__} has no field {name!r} with a default")
+
+
+class _Finite(click.FloatRange):
+    """A float range that also refuses NaN and ±inf (click's FloatRange lets them through)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def range_type(rng: Range | None, integer: bool) -> click.ParamType:
+    """The click type of a :class:`~neuralign.ranges.Range` (ints or finite floats)."""
+    rng = rng or Range()
+    kw: dict[str, Any] = {"min": rng.lo, "max": rng.hi}
+    kw.update(min_open=rng.lo_open, max_open=rng.hi_open)
+    if integer:
+        kw["min"] = None if rng.lo is None else int(rng.lo)
+        kw["max"] = None if rng.hi is None else int(rng.hi)
+        return click.IntRange(**kw)
+    return _Finite(**kw)
+
+
+def option_type(cls: Any, name: str) -> click.ParamType:
+    """The click type of field ``name`` of the config dataclass ``cls``: its declared range
+    (neuralign.ranges, one place for every range), as an int or finite-float range."""
+    hint = typing.get_type_hints(cls)[name]
+    return range_type(field_range(cls, name), hint is int)
+
+
+def device_check(ctx: Any, param: Any, value: str | None) -> str | None:
+    """Click callback: refuse a device that is misspelled or absent here, before any work."""
+    if value is None:
+        return None
+    from neuralign.device import select_device
+    from neuralign.errors import ConfigError
+
+    try:
+        select_device(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("device: "), ctx, param) from None
+    return value
 
 
 def param_default(func: Callable[..., Any], name: str) -> Any:
@@ -103,18 +149,8 @@ def _attach(f: Any, opts: Sequence[Callable[[Any], Any]]) -> Any:
 
 def sgd_option(cls: Any, name: str, **extra: Any) -> Callable[[Any], Any]:
     """One SGD hyper-parameter option (``--lr``, ``--momentum``, ...) with ``cls``'s default."""
-    types: dict[str, Any] = {
-        "epochs": click.IntRange(min=1),
-        "batch_size": click.IntRange(min=1),
-        "lr": click.FloatRange(min=0, min_open=True),
-        "momentum": click.FloatRange(0, 1, max_open=True),
-        "weight_decay": click.FloatRange(min=0),
-        "lr_step": click.IntRange(min=1),
-        "lr_gamma": float,
-        "seed": int,
-    }
     extra.setdefault("help", None)
-    return field_option(cls, name, types[name], extra.pop("help"), **extra)
+    return field_option(cls, name, option_type(cls, name), extra.pop("help"), **extra)
 
 
 _DATASET_OPTS = [
@@ -145,7 +181,9 @@ def dataset_options(f: Any) -> Any:
 
 def device_option(f: Any) -> Any:
     """Attach --device."""
-    return field_option(ExperimentConfig, "device", None, "cpu, cuda, cuda:N, mps or auto.")(f)
+    return field_option(
+        ExperimentConfig, "device", None, "cpu, cuda, cuda:N, mps or auto.", callback=device_check
+    )(f)
 
 
 def progress_option(f: Any) -> Any:
@@ -161,12 +199,11 @@ def attack_options(f: Any) -> Any:
     The command takes ``attack``: the keyword arguments of :class:`neuralign.attacks.PGD`.
     """
     f = grouped("attack", ["eps", "alpha", "steps"])(f)
-    non_negative = click.FloatRange(min=0)
     opts = [
-        field_option(RobustConfig, "eps", non_negative, "PGD radius (L∞, [0, 1] pixel units).",
+        field_option(RobustConfig, "eps", option_type(RobustConfig, "eps"), "PGD radius (L∞, [0, 1] pixel units).",
                      show_default="8/255"),
-        field_option(RobustConfig, "alpha", non_negative, "PGD step size.", show_default="2/255"),
-        field_option(RobustConfig, "steps", click.IntRange(min=0), "PGD steps."),
+        field_option(RobustConfig, "alpha", option_type(RobustConfig, "alpha"), "PGD step size.", show_default="2/255"),
+        field_option(RobustConfig, "steps", option_type(RobustConfig, "steps"), "PGD steps."),
     ]  # fmt: skip
     return _attach(f, opts)
 
@@ -180,11 +217,11 @@ def path_options(f: Any) -> Any:
         f
     )
     opts = [
-        field_option(EvalConfig, "points", click.IntRange(min=2),
+        field_option(EvalConfig, "points", option_type(EvalConfig, "points"),
                      "Equally spaced values of t in [0, 1]."),
         bn_options("BatchNorm statistics at each t: recomputed on a class-balanced "
                     "training subset, on the full augmented training set, or not at all."),
-        field_option(DataConfig, "test_subset", click.IntRange(min=0),
+        field_option(DataConfig, "test_subset", option_type(DataConfig, "test_subset"),
                      "Evaluate on a class-balanced test subset of this size (0 = all)."),
         sgd_option(EvalConfig, "batch_size"),
     ]  # fmt: skip
@@ -196,7 +233,7 @@ def bn_options(mode_help: str) -> Callable[[Any], Any]:
     from :class:`~neuralign.experiment.EvalConfig`)."""
     opts = [
         field_option(EvalConfig, "bn_mode", click.Choice(list(BN_MODES)), mode_help),
-        field_option(EvalConfig, "bn_subset", click.IntRange(min=1),
+        field_option(EvalConfig, "bn_subset", option_type(EvalConfig, "bn_subset"),
                      "Images of the BN subset (train-subset mode)."),
     ]  # fmt: skip
     return lambda f: _attach(f, opts)
@@ -232,7 +269,7 @@ def curve_sgd_options(f: Any) -> Any:
         field_option(DataConfig, "augment", None, None, "--augment/--no-augment"),
         click.option(
             "--train-subset",
-            type=click.IntRange(min=1),
+            type=option_type(DataConfig, "train_subset"),
             default=None,
             help="Train on a class-balanced subset of this many images.",
         ),
@@ -252,7 +289,7 @@ def out_option(
 
 def bends_option(help: str) -> Callable[[Any], Any]:
     """--bends: control points of the curve including the endpoints."""
-    return field_option(PAMConfig, "bends", click.IntRange(min=3), help)
+    return field_option(PAMConfig, "bends", option_type(PAMConfig, "bends"), help)
 
 
 def json_option(f: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from neuralign.cli.options import (
     default,
     device_option,
     grouped,
+    json_option,
+    option_type,
     out_option,
     pair_options,
     progress_option,
@@ -53,31 +56,31 @@ from neuralign.pamopt import PAMConfig
     show_default=True,
     help="Start from the identity (PAM Unaligned) or the correlation alignment (PAM Aligned).",
 )
-@click.option("--outer", "outer_iterations", type=click.IntRange(min=1),
+@click.option("--outer", "outer_iterations", type=option_type(PAMConfig, "outer_iterations"),
               default=default(PAMConfig, "outer_iterations"), show_default=True,
               help="Outer P-step + curve-step iterations (paper: 1).")  # fmt: skip
-@click.option("--p-epochs", type=click.IntRange(min=0), default=default(PAMConfig, "p_epochs"),
+@click.option("--p-epochs", type=option_type(PAMConfig, "p_epochs"), default=default(PAMConfig, "p_epochs"),
               show_default=True, help="Epochs of each P-step (paper: 20).")  # fmt: skip
-@click.option("--p-budget", type=click.FloatRange(min=0, min_open=True),
+@click.option("--p-budget", type=option_type(PAMConfig, "p_budget"),
               default=default(PAMConfig, "p_budget"), show_default=True,
               help="Total P-step step size (sum of eta over its minibatch steps; the paper's "
               "20 epochs x 390 steps x 0.005). The step is the larger of half of --lr and "
               "this budget over the P-step's steps.")  # fmt: skip
-@click.option("--p-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--p-lr", type=option_type(PAMConfig, "p_lr"), default=None,
               help="A fixed P-step step size (overrides --p-budget).")  # fmt: skip
-@click.option("--nu", type=click.FloatRange(min=0, min_open=True), default=default(PAMConfig, "nu"),
+@click.option("--nu", type=option_type(PAMConfig, "nu"), default=default(PAMConfig, "nu"),
               show_default=True, help="Proximal parameter of the P-step.")  # fmt: skip
 @click.option("--projection", type=click.Choice(["exact", "dykstra", "sinkhorn"]),
               default=default(PAMConfig, "projection"), show_default=True,
               help="Projection onto the doubly stochastic matrices.")  # fmt: skip
-@click.option("--round-samples", type=click.IntRange(min=0),
+@click.option("--round-samples", type=option_type(PAMConfig, "round_samples"),
               default=default(PAMConfig, "round_samples"), show_default=True,
               help="Birkhoff-von Neumann samples scored as rounding candidates.")  # fmt: skip
-@click.option("--align-fraction", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--align-fraction", type=option_type(AlignConfig, "subset_fraction"),
               default=default(AlignConfig, "subset_fraction"),
               show_default=True, help="Training fraction used by --init correlation.")  # fmt: skip
 @bends_option("Control points of the Bezier curve including the endpoints.")
-@click.option("--epochs", type=click.IntRange(min=0), default=default(CurveTrainConfig, "epochs"),
+@click.option("--epochs", type=option_type(CurveTrainConfig, "epochs"), default=default(CurveTrainConfig, "epochs"),
               show_default=True,
               help="Curve-training epochs of each curve step (paper: 250).")  # fmt: skip
 @curve_sgd_options
@@ -88,6 +91,7 @@ from neuralign.pamopt import PAMConfig
     required=True,
 )
 @device_option
+@json_option
 @progress_option
 def pam_cmd(
     model_a: str,
@@ -101,6 +105,7 @@ def pam_cmd(
     loader: TrainArgs,
     out: str,
     device: str,
+    as_json: bool,
     progress: bool,
 ) -> None:
     """PAM: optimise B's permutation and the Bezier curve to A jointly (resumable).
@@ -154,6 +159,18 @@ def pam_cmd(
         res.aligned_b,
         {"aligned_to": model_a, "source": model_b, "method": f"pam-{init}"},
     )
+    if as_json:
+        summary = {
+            "init": init,
+            "changed_fraction": res.changed_fraction,
+            "changed_units": res.changed_units,
+            "objective_log": res.objective_log,
+            "timings": res.timings,
+            "curve": str(Path(out) / "curve.safetensors"),
+            "model_b": str(Path(out) / "model_b.safetensors"),
+        }
+        click.echo(json.dumps(summary, default=str))
+        return
     rows = [
         [g, str(res.spec.groups[g].size), f"{100 * frac:.1f}%"]
         for g, frac in res.changed_fraction.items()

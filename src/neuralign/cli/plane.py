@@ -15,13 +15,16 @@ from neuralign.cli.options import (
     device_option,
     field_option,
     json_option,
+    option_type,
     out_option,
     param_option,
     progress_option,
+    range_type,
     sgd_option,
 )
 from neuralign.experiment.config import EvalConfig
 from neuralign.paths import evaluate_plane
+from neuralign.paths.plane import PARAM_RANGES as PLANE_RANGES
 
 
 @cli.command("plane")
@@ -30,7 +33,7 @@ from neuralign.paths import evaluate_plane
 @field_option(
     EvalConfig,
     "plane_grid",
-    click.IntRange(min=3),
+    option_type(EvalConfig, "plane_grid"),
     "Grid points per side of the plane.",
     "--grid",
     "grid",
@@ -38,14 +41,14 @@ from neuralign.paths import evaluate_plane
 @param_option(
     evaluate_plane,
     "margin",
-    click.FloatRange(min=0),
+    range_type(PLANE_RANGES["margin"], False),
     "Margin around the curve, relative to its extent.",
 )
 @bn_options("BatchNorm statistics at each grid point.")
 @field_option(
     EvalConfig,
     "plane_test_subset",
-    click.IntRange(min=0),
+    option_type(EvalConfig, "plane_test_subset"),
     "Class-balanced test images per grid point (0 = all).",
     "--test-subset",
     "test_subset",

@@ -16,11 +16,12 @@ from neuralign.cli.options import (
     device_option,
     grouped,
     json_option,
+    option_type,
     out_option,
     progress_option,
     sgd_option,
 )
-from neuralign.experiment import EvalConfig, ModelConfig
+from neuralign.experiment import DataConfig, EvalConfig, ModelConfig
 from neuralign.training import TrainConfig
 
 
@@ -47,7 +48,12 @@ from neuralign.training import TrainConfig
     help="Architecture (see `neuralign models`), or your own factory as package.module:factory "
     "or path/to/file.py:factory (this imports and runs that code).",
 )
-@click.option("--width", type=float, default=None, help="Width multiplier (models that have one).")
+@click.option(
+    "--width",
+    type=option_type(ModelConfig, "width"),
+    default=None,
+    help="Width multiplier (models that have one).",
+)
 @dataset_options
 @sgd_option(TrainConfig, "epochs")
 @sgd_option(TrainConfig, "batch_size")
@@ -74,7 +80,7 @@ from neuralign.training import TrainConfig
 )
 @click.option(
     "--train-subset",
-    type=click.IntRange(min=1),
+    type=option_type(DataConfig, "train_subset"),
     default=None,
     help="Train on a class-balanced subset of this many images.",
 )

@@ -345,6 +345,9 @@ class Curve(nn.Module):
         """Read the JSON header of a saved curve without loading its tensors."""
         from safetensors import safe_open
 
+        from neuralign.io.files import regular_file
+
+        regular_file(path, "curve file", CheckpointError)
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -352,8 +355,11 @@ class Curve(nn.Module):
             raise CheckpointError(f"cannot read curve file {path}: {exc}") from exc
         if _HEADER_KEY not in meta:
             raise CheckpointError(f"{path} is not a neuralign curve file (no header)")
-        header: dict[str, Any] = json.loads(meta[_HEADER_KEY])
-        if header.get("format") != _FORMAT:
+        try:
+            header: dict[str, Any] = json.loads(meta[_HEADER_KEY])
+        except (ValueError, RecursionError) as exc:
+            raise CheckpointError(f"{path}: corrupt curve header ({exc})") from None
+        if not isinstance(header, dict) or header.get("format") != _FORMAT:
             raise CheckpointError(f"{path} is not a neuralign curve file")
         return header
 
@@ -383,8 +389,8 @@ class Curve(nn.Module):
         from safetensors.torch import load_file
 
         header = cls.read_header(path)
-        family = header["family"]
-        target = Curve._registry.get(family)
+        family = header.get("family")
+        target = Curve._registry.get(family) if isinstance(family, str) else None
         if target is None:
             raise CheckpointError(f"unknown curve family {family!r} in {path}")
         if cls is not Curve and not issubclass(target, cls):

@@ -16,6 +16,7 @@ from typing import Any
 
 from neuralign.errors import ConfigError
 from neuralign.optim.schedules import SCHEDULES
+from neuralign.ranges import MAX_EPOCHS, check_ranges, ranged
 
 __all__ = ["CurveTrainConfig"]
 
@@ -39,15 +40,17 @@ class CurveTrainConfig:
         aux_weight: Weight of auxiliary-head losses (models returning ``(logits, *aux)``).
     """
 
-    epochs: int = 250  # curve-training epochs (paper: 250)
-    lr: float = 1e-2  # initial learning rate (paper: 1e-2)
-    momentum: float = 0.9  # SGD momentum
+    # Ranges (neuralign.ranges): upper bounds where time grows with the value; lr has
+    # none (a diverging lr is stopped by DivergedError, docs/reliability.md).
+    epochs: int = ranged(250, 0, MAX_EPOCHS)  # curve-training epochs (paper: 250)
+    lr: float = ranged(1e-2, 0, lo_open=True)  # initial learning rate (paper: 1e-2)
+    momentum: float = ranged(0.9, 0, 1, hi_open=True)  # SGD momentum
     nesterov: bool = False  # Nesterov momentum
-    weight_decay: float = 5e-4  # L2 penalty on the point of the curve φ(t)
+    weight_decay: float = ranged(5e-4, 0, 1)  # L2 penalty on the point of the curve φ(t)
     schedule: str = "step"  # step | cosine | constant | robust
-    lr_step: int = 20  # epochs between step decays
-    lr_gamma: float = 0.5  # step decay factor
-    aux_weight: float = 0.3  # weight of auxiliary heads' losses (GoogLeNet)
+    lr_step: int = ranged(20, 1, MAX_EPOCHS)  # epochs between step decays
+    lr_gamma: float = ranged(0.5, 0, 1, lo_open=True)  # step decay factor
+    aux_weight: float = ranged(0.3, 0, 100)  # weight of auxiliary heads' losses (GoogLeNet)
 
     def validate(self, where: str = "CurveTrainConfig") -> CurveTrainConfig:
         """Check ranges and choices; return ``self``.
@@ -58,24 +61,11 @@ class CurveTrainConfig:
         Raises:
             ConfigError: Naming the first bad field, e.g. ``curves.lr: must be > 0, got 0``.
         """
-        checks = [
-            (self.epochs >= 0, "epochs", "must be >= 0", self.epochs),
-            (self.lr > 0, "lr", "must be > 0", self.lr),
-            (0 <= self.momentum < 1, "momentum", "must be in [0, 1)", self.momentum),
-            (self.weight_decay >= 0, "weight_decay", "must be >= 0", self.weight_decay),
-            (
-                self.schedule in SCHEDULES,
-                "schedule",
-                f"must be one of {', '.join(SCHEDULES)}",
-                repr(self.schedule),
-            ),
-            (self.lr_step >= 1, "lr_step", "must be >= 1", self.lr_step),
-            (self.lr_gamma > 0, "lr_gamma", "must be > 0", self.lr_gamma),
-            (self.aux_weight >= 0, "aux_weight", "must be >= 0", self.aux_weight),
-        ]
-        for ok, name, msg, value in checks:
-            if not ok:
-                raise ConfigError(f"{where}.{name}: {msg}, got {value}")
+        check_ranges(self, where)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"{where}.schedule: must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
         return self
 
     def replace(self, **changes: Any) -> CurveTrainConfig:

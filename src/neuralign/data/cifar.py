@@ -22,6 +22,7 @@ from neuralign.data import classes
 from neuralign.data.datasets import Dataset, download_dir, not_found, search_roots, to_dataset
 from neuralign.data.download import download_file, extract_archive
 from neuralign.errors import DataError
+from neuralign.io.files import regular_file
 
 if TYPE_CHECKING:
     from neuralign.data.registry import DatasetSpec
@@ -109,7 +110,7 @@ def restricted_load(path: str | os.PathLike[str]) -> Any:
     Raises:
         DataError: If the file is unsafe, truncated or not a pickle.
     """
-    p = Path(path)
+    p = regular_file(path, "dataset file", DataError)
     try:
         # Unpickle from memory: a corrupt length field then reads past the end ("truncated")
         # instead of asking the file object for gigabytes.
@@ -223,7 +224,7 @@ def read_cifar_binary(
     record = label_bytes + 3072
     images, labels = [], []
     for f in files:
-        raw = np.fromfile(f, dtype=np.uint8)
+        raw = np.fromfile(regular_file(f, "dataset file", DataError), dtype=np.uint8)
         if raw.size == 0 or raw.size % record:
             raise DataError(
                 f"{f} has {raw.size} bytes, not a positive multiple of the {record}-byte CIFAR "
@@ -262,8 +263,10 @@ def _cifar_names(spec: DatasetSpec, directory: Path, fmt: str) -> list[str]:
             return [_text(n) for n in meta[b"fine_label_names"]]
         txt = directory / ("batches.meta.txt" if name == "cifar10" else "fine_label_names.txt")
         if fmt == "binary" and txt.is_file():
-            return [ln.strip() for ln in txt.read_text().splitlines() if ln.strip()]
-    except (KeyError, TypeError):
+            regular_file(txt, "class-name file", DataError, max_bytes=1 << 20)
+            text = txt.read_text(encoding="utf-8", errors="replace")
+            return [ln.strip() for ln in text.splitlines() if ln.strip()]
+    except (KeyError, TypeError, AttributeError, IndexError):
         logger.warning("ignoring malformed class-name metadata in %s", directory)
     fallback = spec.classes or (classes.CIFAR10 if name == "cifar10" else classes.CIFAR100)
     return list(fallback)

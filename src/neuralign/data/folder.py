@@ -37,6 +37,7 @@ import numpy as np
 from neuralign.data import imagecache
 from neuralign.data.datasets import Dataset, stats_of, stratified_split, to_dataset
 from neuralign.errors import DataError
+from neuralign.io.files import regular_file
 
 if TYPE_CHECKING:
     from neuralign.data.registry import DatasetSpec
@@ -211,8 +212,9 @@ def load_folder(
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"tensor file {path} does not exist")
+    regular_file(path, "tensor file", DataError)
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.numpy import load_file

@@ -17,6 +17,7 @@ import numpy as np
 from neuralign.data.datasets import Dataset, download_dir, not_found, search_roots, to_dataset
 from neuralign.data.download import download_file
 from neuralign.errors import DataError
+from neuralign.io.files import regular_file
 
 if TYPE_CHECKING:
     from neuralign.data.registry import DatasetSpec
@@ -35,6 +36,7 @@ _IDX_DTYPES: dict[int, np.dtype[Any]] = {
 
 def read_maybe_gzip(path: Path) -> bytes:
     """Read a file, transparently decompressing gzip (detected by its magic bytes)."""
+    regular_file(path, "dataset file", DataError)
     try:
         with open(path, "rb") as f:
             head = f.read(2)

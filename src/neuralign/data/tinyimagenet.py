@@ -20,6 +20,7 @@ from neuralign.data import imagecache
 from neuralign.data.datasets import Dataset, download_dir, not_found, search_roots, to_dataset
 from neuralign.data.download import download_file, extract_archive
 from neuralign.errors import DataError
+from neuralign.io.files import regular_file
 
 if TYPE_CHECKING:
     from neuralign.data.registry import DatasetSpec
@@ -81,6 +82,7 @@ def _tiny_listing(root: Path, split: str) -> tuple[list[str], list[Path], list[i
 
 def _read_listing(path: Path) -> str:
     """Read a Tiny ImageNet text listing (ASCII wnids and file names)."""
+    regular_file(path, "dataset listing", DataError, max_bytes=64 << 20)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

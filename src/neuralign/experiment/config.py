@@ -24,12 +24,31 @@ from neuralign.errors import ConfigError
 from neuralign.optim.schedules import SCHEDULES
 from neuralign.pamopt.config import PAMConfig
 from neuralign.paths import evaluate_path
+from neuralign.ranges import (
+    MAX_BATCH,
+    MAX_BENDS,
+    MAX_EPOCHS,
+    MAX_IMAGES,
+    MAX_SEED,
+    check_ranges,
+    ranged,
+)
 from neuralign.training import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+#: Upper bounds of the experiment's own fields where time or memory grows with the value
+#: (docs/reliability.md, "Ranges"): endpoints trained, points per path, plane grid points
+#: per side, PGD steps.
+MAX_SEEDS = 64
+MAX_POINTS = 1001
+MAX_GRID = 201
+MAX_PGD_STEPS = 1000
+#: A config is a few kilobytes; a larger file is the wrong file (read whole, so bounded).
+MAX_CONFIG_BYTES = 1 << 20
 
 # Defaults that the library already declares are read from it, never written twice.
 _TRAIN = TrainConfig()
@@ -46,10 +65,16 @@ class DataConfig:
     dataset: str = "fashion-mnist"  # registry name (see `neuralign datasets`)
     data_dir: str = ""  # folder with the dataset files ("" = the dataset's standard place)
     download: bool = False  # download (checksum-verified) when missing
-    train_subset: int = 0  # class-balanced training subset size; 0 = the full training set
-    test_subset: int = 0  # class-balanced test subset size; 0 = the full test set
+    train_subset: int = ranged(
+        0, 0, MAX_IMAGES
+    )  # class-balanced training subset size; 0 = the full training set
+    test_subset: int = ranged(
+        0, 0, MAX_IMAGES
+    )  # class-balanced test subset size; 0 = the full test set
     augment: bool = _TRAIN.augment  # crop/flip/rotation augmentation (endpoints and curves)
-    batch_size: int = _TRAIN.batch_size  # minibatch size of endpoint and curve training
+    batch_size: int = ranged(
+        _TRAIN.batch_size, 1, MAX_BATCH
+    )  # minibatch size of endpoint and curve training
 
 
 @dataclass
@@ -57,7 +82,9 @@ class ModelConfig:
     """The architecture of both endpoints."""
 
     arch: str = "tinyten"  # registry name (see `neuralign models`)
-    width: float = 0.0  # width multiplier for models that have one; 0 = the model's default
+    width: float = ranged(
+        0.0, 0, 64
+    )  # width multiplier for models that have one; 0 = the model's default
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model arguments
 
 
@@ -65,24 +92,32 @@ class ModelConfig:
 class EndpointConfig:
     """Endpoint training (docs/method.md, Endpoint training): SGD with momentum, lr × gamma every lr_step epochs."""
 
-    seeds: list[int] = field(default_factory=lambda: [0, 1])  # consecutive seeds form pairs
-    epochs: int = _TRAIN.epochs  # training epochs per endpoint
-    lr: float = _TRAIN.lr  # initial learning rate
-    momentum: float = _TRAIN.momentum  # SGD momentum
-    weight_decay: float = _TRAIN.weight_decay  # L2 weight decay
+    seeds: list[int] = ranged(
+        default_factory=lambda: [0, 1], lo=0, hi=MAX_SEED, min_items=2, max_items=MAX_SEEDS
+    )  # consecutive seeds form pairs
+    epochs: int = ranged(_TRAIN.epochs, 1, MAX_EPOCHS)  # training epochs per endpoint
+    lr: float = ranged(_TRAIN.lr, 0, lo_open=True)  # initial learning rate
+    momentum: float = ranged(_TRAIN.momentum, 0, 1, hi_open=True)  # SGD momentum
+    weight_decay: float = ranged(_TRAIN.weight_decay, 0, 1)  # L2 weight decay
     schedule: str = _TRAIN.schedule  # step | cosine | constant | robust
-    lr_step: int = _TRAIN.lr_step  # epochs between step decays
-    lr_gamma: float = _TRAIN.lr_gamma  # step decay factor
+    lr_step: int = ranged(_TRAIN.lr_step, 1, MAX_EPOCHS)  # epochs between step decays
+    lr_gamma: float = ranged(_TRAIN.lr_gamma, 0, 1, lo_open=True)  # step decay factor
 
 
 @dataclass
 class AlignConfig:
     """Alignment data (Tatro et al. 2020; docs/method.md, Alignment)."""
 
-    subset_fraction: float = _arg_default(align, "subset_fraction")  # of the train set (paper: 20%)
-    subset_size: int = 0  # if > 0: this many images instead of subset_fraction
+    subset_fraction: float = ranged(
+        _arg_default(align, "subset_fraction"), 0, 1, lo_open=True
+    )  # of the train set (paper: 20%)
+    subset_size: int = ranged(
+        0, 0, MAX_IMAGES
+    )  # if > 0: this many images instead of subset_fraction
     pre_activation: bool = _arg_default(align, "pre_activation")  # pre-activations (ablation)
-    batch_size: int = _arg_default(align, "batch_size")  # batch size of the statistics pass
+    batch_size: int = ranged(
+        _arg_default(align, "batch_size"), 1, MAX_BATCH
+    )  # batch size of the statistics pass
 
 
 @dataclass(frozen=True)
@@ -95,7 +130,9 @@ class CurveConfig(CurveTrainConfig):
     variants: list[str] = field(
         default_factory=lambda: ["unaligned", "correlation"]
     )  # unaligned | correlation | weight | pam-unaligned | pam-aligned (see [pam])
-    bends: int = PAMConfig.bends  # control points incl. endpoints (3 = quadratic Bezier)
+    bends: int = ranged(
+        PAMConfig.bends, 3, MAX_BENDS
+    )  # control points incl. endpoints (3 = quadratic Bezier)
 
     @property
     def training(self) -> CurveTrainConfig:
@@ -107,16 +144,26 @@ class CurveConfig(CurveTrainConfig):
 class EvalConfig:
     """Evaluation along paths (docs/method.md, Evaluating a path)."""
 
-    points: int = _arg_default(evaluate_path, "ts")  # equally spaced t in [0, 1]
+    points: int = ranged(
+        _arg_default(evaluate_path, "ts"), 2, MAX_POINTS
+    )  # equally spaced t in [0, 1]
     bn_mode: str = _arg_default(
         evaluate_path, "bn_mode"
     )  # train-subset | train-full-augmented | none
-    bn_subset: int = 5000  # images of the class-balanced BN subset (train-subset mode)
+    bn_subset: int = ranged(
+        5000, 1, MAX_IMAGES
+    )  # images of the class-balanced BN subset (train-subset mode)
     train_metrics: bool = False  # also measure training loss/accuracy at every t
     plane: bool = True  # evaluate the plane through θ₁, P∘θ₂ and the Bezier midpoint
-    plane_grid: int = 21  # grid points per side of the plane figure (as Garipov et al. 2018)
-    plane_test_subset: int = 2000  # class-balanced test images per plane grid point (0 = all)
-    batch_size: int = 256  # evaluation batch size (small batches are faster on CPU caches)
+    plane_grid: int = ranged(
+        21, 3, MAX_GRID
+    )  # grid points per side of the plane figure (as Garipov et al. 2018)
+    plane_test_subset: int = ranged(
+        2000, 0, MAX_IMAGES
+    )  # class-balanced test images per plane grid point (0 = all)
+    batch_size: int = ranged(
+        256, 1, MAX_BATCH
+    )  # evaluation batch size (small batches are faster on CPU caches)
 
 
 @dataclass
@@ -124,16 +171,20 @@ class RobustConfig:
     """Adversarial robustness along paths (Tatro et al. 2020; docs/method.md, Robustness)."""
 
     enabled: bool = False  # robust endpoints, robust curves and clean+robust path evaluation
-    eps: float = 8 / 255  # L∞ PGD radius in [0, 1] pixel units (CIFAR 8/255, TinyImageNet 4/255)
-    alpha: float = 2 / 255  # PGD step size
-    steps: int = 5  # PGD steps (training and evaluation)
+    eps: float = ranged(
+        8 / 255, 0, 1, hi_open=True
+    )  # L∞ PGD radius in [0, 1] pixel units (CIFAR 8/255, TinyImageNet 4/255)
+    alpha: float = ranged(2 / 255, 0, 1)  # PGD step size
+    steps: int = ranged(5, 0, MAX_PGD_STEPS)  # PGD steps (training and evaluation)
     bn_source: str = "adversarial"  # adversarial | clean: inputs of the per-t BN recomputation
     train_mode: str = (
         "train"  # train | eval | batch-stats: model mode when PGD crafts training data
     )
     schedule: str = "robust"  # lr schedule of robust endpoints and curves ("" = their own)
     align_on: str = "clean"  # clean | adversarial: alignment data (PGD crafted against A)
-    test_subset: int = 0  # class-balanced test images for the robust series (0 = eval's)
+    test_subset: int = ranged(
+        0, 0, MAX_IMAGES
+    )  # class-balanced test images for the robust series (0 = eval's)
 
 
 #: Fields of :class:`~neuralign.pamopt.PAMConfig` an experiment takes from elsewhere: the
@@ -147,7 +198,7 @@ class ExperimentConfig:
 
     name: str = "experiment"  # shown in the report; default run folder runs/<name> (plain name)
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
-    seed: int = 0  # seed of subsets, curve t-sampling and weight matching
+    seed: int = ranged(0, 0, MAX_SEED)  # seed of subsets, curve t-sampling and weight matching
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     endpoints: EndpointConfig = field(default_factory=EndpointConfig)
@@ -270,50 +321,33 @@ def _require(cond: bool, msg: str) -> None:
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Check ranges and choices; raise :class:`ConfigError` naming the first bad field."""
     from neuralign.data import is_dataset, list_datasets
+    from neuralign.device import check_device_name
     from neuralign.io.outputs import safe_component
     from neuralign.models import is_reference, list_models
 
     # the default run folder is runs/<name>: one plain path component (docs/reliability.md)
     safe_component(cfg.name, "name")
+    check_ranges(cfg)
+    for where in ("data", "model", "endpoints", "align", "eval", "robust"):
+        check_ranges(getattr(cfg, where), where)
     names = [d.name for d in list_datasets()]
     _require(
         is_dataset(cfg.data.dataset),
         f"data.dataset: unknown dataset {cfg.data.dataset!r}; choose one of {', '.join(names)}",
     )
     _require(
-        cfg.data.train_subset >= 0, f"data.train_subset: must be >= 0, got {cfg.data.train_subset}"
-    )
-    _require(
-        cfg.data.test_subset >= 0, f"data.test_subset: must be >= 0, got {cfg.data.test_subset}"
-    )
-    _require(cfg.data.batch_size >= 1, f"data.batch_size: must be >= 1, got {cfg.data.batch_size}")
-    _require(
         cfg.model.arch in list_models() or is_reference(cfg.model.arch),
         f"model.arch: unknown architecture "
         f"{cfg.model.arch!r}; choose one of {', '.join(list_models())}",
     )
-    _require(cfg.model.width >= 0, f"model.width: must be >= 0, got {cfg.model.width}")
     e = cfg.endpoints
-    _require(len(e.seeds) >= 2, f"endpoints.seeds: need at least 2 seeds (one pair), got {e.seeds}")
     _require(
         len(set(e.seeds)) == len(e.seeds), f"endpoints.seeds: seeds must differ, got {e.seeds}"
     )
-    _require(e.epochs >= 1, f"endpoints.epochs: must be >= 1, got {e.epochs}")
-    _require(e.lr > 0, f"endpoints.lr: must be > 0, got {e.lr}")
-    _require(0 <= e.momentum < 1, f"endpoints.momentum: must be in [0, 1), got {e.momentum}")
-    _require(e.weight_decay >= 0, f"endpoints.weight_decay: must be >= 0, got {e.weight_decay}")
     _require(
         e.schedule in SCHEDULES,
         f"endpoints.schedule: must be one of {', '.join(SCHEDULES)}, got {e.schedule!r}",
     )
-    _require(e.lr_step >= 1, f"endpoints.lr_step: must be >= 1, got {e.lr_step}")
-    a = cfg.align
-    _require(
-        0 < a.subset_fraction <= 1,
-        f"align.subset_fraction: must be in (0, 1], got {a.subset_fraction}",
-    )
-    _require(a.subset_size >= 0, f"align.subset_size: must be >= 0, got {a.subset_size}")
-    _require(a.batch_size >= 1, f"align.batch_size: must be >= 1, got {a.batch_size}")
     c = cfg.curves
     _require(len(c.kinds) > 0, "curves.kinds: list at least one of line, bezier, polychain")
     for k in c.kinds:
@@ -324,11 +358,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             v in VARIANTS,
             f"curves.variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}",
         )
-    _require(
-        c.bends >= 3,
-        f"curves.bends: must be >= 3 (a trainable curve has a control point), got {c.bends}",
-    )
-    c.validate("curves")
+    c.validate("curves")  # CurveTrainConfig's ranges and the bends range
+    check_ranges(c, "curves")
     pam_variants = [x for x in c.variants if x in PAM_VARIANTS]
     _require(
         not pam_variants or "bezier" in c.kinds,
@@ -337,22 +368,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     )
     cfg.pam.validate("pam")
     ev = cfg.eval
-    _require(ev.points >= 2, f"eval.points: must be >= 2, got {ev.points}")
     _require(
         ev.bn_mode in BN_MODES,
         f"eval.bn_mode: must be one of {', '.join(BN_MODES)}, got {ev.bn_mode!r}",
     )
-    _require(ev.bn_subset >= 1, f"eval.bn_subset: must be >= 1, got {ev.bn_subset}")
-    _require(ev.plane_grid >= 3, f"eval.plane_grid: must be >= 3, got {ev.plane_grid}")
-    _require(
-        ev.plane_test_subset >= 0,
-        f"eval.plane_test_subset: must be >= 0, got {ev.plane_test_subset}",
-    )
-    _require(ev.batch_size >= 1, f"eval.batch_size: must be >= 1, got {ev.batch_size}")
     r = cfg.robust
-    _require(0 <= r.eps < 1, f"robust.eps: must be in [0, 1) (pixel units), got {r.eps}")
-    _require(r.alpha >= 0, f"robust.alpha: must be >= 0, got {r.alpha}")
-    _require(r.steps >= 0, f"robust.steps: must be >= 0, got {r.steps}")
     _require(
         r.bn_source in ("clean", "adversarial"),
         f"robust.bn_source: must be clean or adversarial, got {r.bn_source!r}",
@@ -369,30 +389,28 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         r.align_on in ("clean", "adversarial"),
         f"robust.align_on: must be clean or adversarial, got {r.align_on!r}",
     )
-    _require(r.test_subset >= 0, f"robust.test_subset: must be >= 0, got {r.test_subset}")
-    _require(
-        cfg.device == "auto" or cfg.device.split(":")[0] in ("cpu", "cuda", "mps"),
-        f"device: must be cpu, cuda, cuda:N, mps or auto, got {cfg.device!r}",
-    )
+    check_device_name(cfg.device, "device")
     return cfg
 
 
-def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
+def parse_config(raw: Any) -> ExperimentConfig:
     """Build and validate a config from a parsed TOML/YAML document."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a table of settings, got {type(raw).__name__}")
     pam = raw.get("pam")
-    for key in PAM_FROM_ELSEWHERE if isinstance(pam, dict) else ():
-        if key in pam:
-            where = "the top-level seed" if key == "seed" else f"[curves] ({key})"
-            raise ConfigError(f"pam.{key}: PAM takes this from {where}; set it there")
+    taken = [k for k in PAM_FROM_ELSEWHERE if k in pam] if isinstance(pam, dict) else []
+    for key in taken[:1]:
+        where = "the top-level seed" if key == "seed" else f"[curves] ({key})"
+        raise ConfigError(f"pam.{key}: PAM takes this from {where}; set it there")
     cfg = _build(ExperimentConfig, raw, "")
     return validate(cfg)
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read a ``.toml`` (or ``.yaml``/``.yml`` with PyYAML installed) experiment config."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+    from neuralign.io.files import regular_file
+
+    p = regular_file(path, "config file", ConfigError, max_bytes=MAX_CONFIG_BYTES)
     text = p.read_text(encoding="utf-8", errors="replace")
     if p.suffix in (".yaml", ".yml"):
         try:
@@ -402,18 +420,26 @@ def load_config(path: str | Path) -> ExperimentConfig:
                 f"{p}: YAML configs need PyYAML (pip install pyyaml); or use TOML"
             ) from exc
         try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
+            raw = yaml.safe_load(text)
+        except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{p}: invalid YAML: {_one_line(exc)}") from None
+        raw = {} if raw is None else raw
     else:
         try:
             raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+        except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}") from None
     try:
         return parse_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        # a structure the schema walk did not foresee (a deeply nested or odd document)
+        raise ConfigError(f"{p}: not a neuralign config ({type(exc).__name__}: {exc})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _toml_value(v: Any) -> str:

@@ -182,12 +182,9 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    if p.is_dir():
-        raise CheckpointError(f"{p} is a directory, expected a checkpoint file")
-    return p
+    from neuralign.io.files import regular_file
+
+    return regular_file(path, "checkpoint", CheckpointError)
 
 
 def _extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -32,6 +32,7 @@ from neuralign.merge.average import average_states
 from neuralign.merge.repair import RepairReport, repair
 from neuralign.paths import recompute_bn
 from neuralign.perm import Permutation, PermutationSpec, apply_permutation, discover_spec
+from neuralign.ranges import MAX_BATCH, MAX_IMAGES, MAX_SEED, Range, check_args
 from neuralign.training import evaluate_model
 
 __all__ = ["MergeResult", "merge"]
@@ -91,6 +92,16 @@ def _with_state(template: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modul
     return m.eval()
 
 
+#: Validated ranges of :func:`merge`'s numeric arguments (the CLI's option types read them).
+PARAM_RANGES: dict[str, Range] = {
+    "subset_fraction": Range(0, 1, lo_open=True),
+    "bn_subset": Range(1, MAX_IMAGES),
+    "batch_size": Range(1, MAX_BATCH),
+    "max_rounds": Range(1, 1000),
+    "seed": Range(0, MAX_SEED),
+}
+
+
 def merge(
     models: Sequence[nn.Module],
     data: Dataset,
@@ -137,8 +148,14 @@ def merge(
         raise ConfigError(f"merge needs at least two models, got {len(models)}")
     if method not in METHODS:
         raise ConfigError(f"unknown merge method {method!r}; choose one of {', '.join(METHODS)}")
-    if not 0 < subset_fraction <= 1:
-        raise ConfigError(f"subset_fraction must be in (0, 1], got {subset_fraction}")
+    check_args(
+        PARAM_RANGES,
+        subset_fraction=subset_fraction,
+        bn_subset=bn_subset,
+        batch_size=batch_size,
+        max_rounds=max_rounds,
+        seed=seed,
+    )
     check_compatible_models(list(models), what="merge")
     device = _device(models[0])
     align_data = balanced_subset(data, fraction=subset_fraction, seed=seed)

@@ -15,6 +15,7 @@ from neuralign.curves.config import CurveTrainConfig
 from neuralign.data import Dataset, balanced_subset
 from neuralign.errors import ConfigError
 from neuralign.pamopt.birkhoff import PROJECTIONS
+from neuralign.ranges import MAX_BENDS, MAX_EPOCHS, MAX_IMAGES, MAX_SEED, check_ranges, ranged
 
 __all__ = ["INITS", "PAMConfig", "scoring_subset"]
 
@@ -68,21 +69,34 @@ class PAMConfig:
     distributed training, and only rank 0 writes the checkpoint folder.
     """
 
-    outer_iterations: int = 1  # outer P-step + curve-step iterations (paper: 1)
-    p_epochs: int = 20  # epochs of each P-step (paper: 20)
-    p_budget: float = 39.0  # total P-step Σ η (paper: 20 epochs × 390 steps × 0.005)
-    p_lr: float = 0.0  # fixed P-step step size η; 0 = derived from p_budget
-    p_momentum: float = 0.0  # momentum of the P-step's SGD (the paper: none)
-    p_weight_decay: float = 0.0  # L2 on φ(t) in the P-step loss (0: keeps P a permutation)
-    nu: float = 1e3  # proximal parameter ν: pull η/ν toward the step's starting permutation
+    # Ranges (neuralign.ranges): upper bounds where time or memory grows with the value.
+    outer_iterations: int = ranged(1, 1, 1000)  # outer P-step + curve-step iterations (paper: 1)
+    p_epochs: int = ranged(20, 0, MAX_EPOCHS)  # epochs of each P-step (paper: 20)
+    p_budget: float = ranged(
+        39.0, 0, 1e9, lo_open=True
+    )  # total P-step Σ η (paper: 20 × 390 × 0.005)
+    p_lr: float = ranged(0.0, 0)  # fixed P-step step size η; 0 = derived from p_budget
+    p_momentum: float = ranged(
+        0.0, 0, 1, hi_open=True
+    )  # momentum of the P-step's SGD (paper: none)
+    p_weight_decay: float = ranged(
+        0.0, 0, 1
+    )  # L2 on φ(t) in the P-step loss (0: keeps P a permutation)
+    nu: float = ranged(1e3, 0, lo_open=True)  # proximal parameter ν: pull η/ν toward the starting P
     projection: str = "exact"  # exact | dykstra | sinkhorn: projection onto doubly stochastic
-    round_samples: int = 32  # Birkhoff–von Neumann samples scored as rounding candidates
-    score_subset: int = 2000  # class-balanced, non-augmented training images for the objective
-    score_batches: int = 8  # batches of the training data scored when no score data is given
-    objective_ts: tuple[float, ...] = (0.25, 0.5, 0.75)  # fixed t's of the objective
-    bends: int = 3  # control points of the Bezier curve incl. endpoints (paper: 3)
+    round_samples: int = ranged(32, 0, 100_000)  # Birkhoff–von Neumann samples scored as candidates
+    score_subset: int = ranged(
+        2000, 1, MAX_IMAGES
+    )  # class-balanced training images for the objective
+    score_batches: int = ranged(8, 1, 1_000_000)  # batches scored when no score data is given
+    objective_ts: tuple[float, ...] = ranged(
+        (0.25, 0.5, 0.75), 0, 1, lo_open=True, hi_open=True, min_items=1, max_items=1000
+    )  # fixed t's of the objective
+    bends: int = ranged(
+        3, 3, MAX_BENDS
+    )  # control points of the Bezier curve incl. endpoints (paper: 3)
     curve: CurveTrainConfig = field(default_factory=CurveTrainConfig)  # the ψ-steps
-    seed: int = 0  # seed of the t generators and the candidate sampling
+    seed: int = ranged(0, 0, MAX_SEED)  # seed of the t generators and the candidate sampling
     amp: bool = True  # bf16 autocast + channels-last on CUDA (ignored elsewhere)
 
     def __post_init__(self) -> None:
@@ -100,29 +114,11 @@ class PAMConfig:
         Raises:
             ConfigError: Naming the first bad field.
         """
-        checks = [
-            (self.outer_iterations >= 1, "outer_iterations", "must be >= 1"),
-            (self.p_epochs >= 0, "p_epochs", "must be >= 0"),
-            (self.p_budget > 0, "p_budget", "must be > 0"),
-            (self.p_lr >= 0, "p_lr", "must be >= 0 (0 = derived from p_budget)"),
-            (0 <= self.p_momentum < 1, "p_momentum", "must be in [0, 1)"),
-            (self.p_weight_decay >= 0, "p_weight_decay", "must be >= 0"),
-            (self.nu > 0, "nu", "must be > 0"),
-            (self.projection in PROJECTIONS, "projection", f"must be one of {PROJECTIONS}"),
-            (self.round_samples >= 0, "round_samples", "must be >= 0"),
-            (self.score_subset >= 1, "score_subset", "must be >= 1"),
-            (self.score_batches >= 1, "score_batches", "must be >= 1"),
-            (
-                len(self.objective_ts) > 0 and all(0 < t < 1 for t in self.objective_ts),
-                "objective_ts",
-                "must be points in (0, 1)",
-            ),
-            (self.bends >= 3, "bends", "must be >= 3 (a trainable curve has a control point)"),
-        ]
-        for ok, name, msg in checks:
-            if not ok:
-                value = getattr(self, name)
-                raise ConfigError(f"{where}.{name}: {msg}, got {value!r}")
+        check_ranges(self, where)
+        if self.projection not in PROJECTIONS:
+            raise ConfigError(
+                f"{where}.projection: must be one of {PROJECTIONS}, got {self.projection!r}"
+            )
         self.curve.validate(f"{where}.curve")
         return self
 

@@ -22,9 +22,11 @@ Mode Connectivity in Loss Landscapes and Adversarial Robustness".
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,6 +329,8 @@ class PathResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PathResult:
         """Inverse of :meth:`to_dict` (the stored summary is recomputed, not trusted)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"expected a JSON object, got {type(d).__name__}")
         fields = {k: v for k, v in d.items() if k != "summary"}
         return cls(**fields)
 
@@ -345,8 +349,61 @@ class PathResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PathResult:
-        """Read a file written by :meth:`save`."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            CheckpointError: missing, special, unreadable or malformed file.
+        """
+        return read_json_file(path, "PathResult JSON file", cls.from_json)
+
+
+def read_json_file(path: str | os.PathLike[str], what: str, parse: Any) -> Any:
+    """``parse(text)`` of a result file, every failure a :class:`CheckpointError` naming it.
+
+    The file must be a regular file (not a FIFO or device: docs/reliability.md) of at most
+    256 MiB; a parser error of any kind (bad JSON, wrong structure, wrong field types) is
+    reported as a corrupt file.
+    """
+    from neuralign.errors import CheckpointError
+    from neuralign.io.files import regular_file
+
+    p = regular_file(path, what, CheckpointError, max_bytes=256 << 20)
+    try:
+        result = parse(p.read_text(encoding="utf-8"))
+        if dataclasses.is_dataclass(result):
+            _check_field_types(result)
+        return result
+    except CheckpointError:
+        raise
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as exc:
+        raise CheckpointError(
+            f"{p}: not a {what} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+            "re-create it"
+        ) from None
+
+
+def _check_field_types(obj: Any) -> None:
+    """Raise TypeError when a loaded result's list/dict/number fields have another type."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp = getattr(obj, f.name), hints.get(f.name)
+        origin = typing.get_origin(tp)
+        if origin is list and not isinstance(value, list):
+            raise TypeError(f"{f.name}: expected a list, got {type(value).__name__}")
+        if origin is dict and not isinstance(value, dict):
+            raise TypeError(f"{f.name}: expected an object, got {type(value).__name__}")
+        if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{f.name}: expected an integer, got {type(value).__name__}")
+        if tp is str and not isinstance(value, str):
+            raise TypeError(f"{f.name}: expected a string, got {type(value).__name__}")
 
 
 @dataclass
@@ -388,8 +445,8 @@ class AggregatedPath:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AggregatedPath:
-        """Read a file written by :meth:`save`."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read a file written by :meth:`save` (a :class:`CheckpointError` if malformed)."""
+        return read_json_file(path, "aggregated path JSON file", cls.from_json)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

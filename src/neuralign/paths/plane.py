@@ -32,6 +32,7 @@ from neuralign.io.atomic import atomic_write_text
 from neuralign.paths.bn import has_batchnorm
 from neuralign.paths.evaluate import evaluate_points, resolve_points_per_pass
 from neuralign.paths.metrics import BN_MODES
+from neuralign.ranges import Range, check_args
 
 __all__ = ["PlaneResult", "evaluate_plane"]
 
@@ -83,8 +84,10 @@ class PlaneResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PlaneResult:
-        """Read a file written by :meth:`save`."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read a file written by :meth:`save` (a :class:`CheckpointError` if malformed)."""
+        from neuralign.paths.metrics import read_json_file
+
+        return read_json_file(path, "PlaneResult JSON file", cls.from_json)
 
 
 def _flat(state: dict[str, Tensor], keys: list[str]) -> Tensor:
@@ -100,6 +103,10 @@ def _unflat(vec: Tensor, like: dict[str, Tensor], keys: list[str]) -> dict[str, 
         out[k] = vec[offset : offset + n].view(ref.shape).to(device=ref.device, dtype=ref.dtype)
         offset += n
     return out
+
+
+#: Validated ranges of :func:`evaluate_plane`'s numeric arguments (read by the CLI).
+PARAM_RANGES: dict[str, Range] = {"margin": Range(0, 100)}
 
 
 def evaluate_plane(
@@ -153,6 +160,7 @@ def evaluate_plane(
     nx, ny = grid
     if nx < 2 or ny < 2:
         raise ConfigError(f"grid must be at least (2, 2), got {grid}")
+    check_args(PARAM_RANGES, margin=margin)
     model = curve.model
     use_bn = has_batchnorm(model) and bn_mode != "none"
     if use_bn and bn_data is None:

@@ -183,11 +183,24 @@ class Permutation:
         """Parse :meth:`to_json` output."""
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PermutationError(f"permutation file is not valid JSON: {exc}") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise PermutationError(f"permutation file is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise PermutationError("not a neuralign permutation file")
-        return cls(data["perms"])
+        perms = data.get("perms")
+        if not isinstance(perms, dict) or not all(
+            isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+            for v in perms.values()
+        ):
+            raise PermutationError(
+                "malformed permutation file: 'perms' must map groups to lists of integers"
+            )
+        try:
+            return cls(perms)
+        except PermutationError:
+            raise
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+            raise PermutationError(f"malformed permutation file ({exc})") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as JSON, atomically."""
@@ -195,9 +208,23 @@ class Permutation:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Permutation:
-        """Read a file written by :meth:`save`."""
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_json(fh.read())
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            PermutationError: missing, special, unreadable or malformed file.
+        """
+        from neuralign.io.files import regular_file
+
+        regular_file(path, "permutation file", PermutationError, max_bytes=256 << 20)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PermutationError(f"cannot read permutation file {path}: {exc}") from None
+        try:
+            return cls.from_json(text)
+        except PermutationError as exc:
+            raise PermutationError(f"{path}: {exc}") from None
 
 
 def structured(pi: torch.Tensor, within: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 
+#: A spec file is read whole: refuse one larger than any real network's spec.
+MAX_JSON_BYTES = 256 << 20
+
+
 @dataclass
 class PermutationSpec:
     """The permutation symmetry of a network, as data.
@@ -236,8 +240,8 @@ class PermutationSpec:
         """Parse a spec written by :meth:`to_json`."""
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"permutation spec is not valid JSON: {exc}") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise SpecError(f"permutation spec is not valid JSON: {exc}") from None
         return cls.from_dict(data)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -251,6 +255,9 @@ class PermutationSpec:
         Raises:
             SpecError: If the file is missing, unreadable or not a valid spec.
         """
+        from neuralign.io.files import regular_file
+
+        regular_file(path, "permutation spec", SpecError, max_bytes=MAX_JSON_BYTES)
         try:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()

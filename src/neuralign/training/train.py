@@ -33,6 +33,7 @@ from neuralign.io.checkpoint import (
 )
 from neuralign.optim.runner import amp_autocast, run_epochs
 from neuralign.optim.schedules import lr_at
+from neuralign.ranges import MAX_BATCH, MAX_EPOCHS, MAX_SEED, check_ranges, ranged
 from neuralign.training.batches import UserBatches, as_user_batches
 from neuralign.training.evaluate import evaluate_model
 from neuralign.training.losses import classification_loss
@@ -47,32 +48,33 @@ Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 class TrainConfig:
     """Hyper-parameters of endpoint training (defaults: the paper's, docs/method.md)."""
 
-    epochs: int = 250  # number of passes over the training set
-    batch_size: int = 128  # minibatch size (the paper uses 64 for TinyTen on CIFAR-10)
-    lr: float = 0.1  # initial learning rate
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # L2 weight decay
+    # Ranges (neuralign.ranges): upper bounds where time or memory grows with the value; lr
+    # has none (a diverging lr is stopped by DivergedError, docs/reliability.md).
+    epochs: int = ranged(250, 1, MAX_EPOCHS)  # number of passes over the training set
+    batch_size: int = ranged(
+        128, 1, MAX_BATCH
+    )  # minibatch size (paper: 64 for TinyTen on CIFAR-10)
+    lr: float = ranged(0.1, 0, lo_open=True)  # initial learning rate
+    momentum: float = ranged(0.9, 0, 1, hi_open=True)  # SGD momentum
+    weight_decay: float = ranged(5e-4, 0, 1)  # L2 weight decay
     schedule: str = "step"  # step | cosine | constant | robust
-    lr_step: int = 20  # epochs between decays of the step schedule
-    lr_gamma: float = 0.5  # decay factor of the step schedule
+    lr_step: int = ranged(20, 1, MAX_EPOCHS)  # epochs between decays of the step schedule
+    lr_gamma: float = ranged(0.5, 0, 1, lo_open=True)  # decay factor of the step schedule
     augment: bool = True  # random crop (pad 4), flip, rotation ±15° (docs/method.md)
-    aux_weight: float = 0.3  # weight of auxiliary heads' losses (GoogLeNet)
-    seed: int = 0  # data order, augmentation and dropout
+    aux_weight: float = ranged(0.3, 0, 100)  # weight of auxiliary heads' losses (GoogLeNet)
+    seed: int = ranged(0, 0, MAX_SEED)  # data order, augmentation and dropout
     amp: bool = True  # bf16 autocast + channels-last on CUDA (ignored elsewhere)
     compile: bool = False  # torch.compile the model (GPU fast path; compiling takes a while)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid field."""
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        from neuralign.optim.schedules import SCHEDULES
+
+        check_ranges(self)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"schedule: must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
 
 
 @dataclass
