@@ -134,7 +134,9 @@ def test_merge_command_beats_the_naive_average(
     assert got == pytest.approx(acc["merged + REPAIR"], abs=1e-6)
 
 
-def test_own_model_and_image_folder_through_run(tmp_path: Path) -> None:
+def test_own_model_and_image_folder_through_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("sklearn")
     from PIL import Image
 
@@ -178,6 +180,19 @@ plane = false
         "kwargs": {"num_classes": 10, "in_channels": 1, "hidden": 8},
     }
     assert (run / "report.md").is_file()
+    # --json: one JSON object on stdout (a finished run resumes without work)
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(run), "--no-progress", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    on_disk = json.loads((run / "results.json").read_text())
+    assert res["run_dir"] == str(run) and res["results"] == on_disk
+    assert main(["report", str(run), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["report"] == str(run / "report.md")
+    # the report stage's own wall time is re-measured; every result is the same
+    assert {k: v for k, v in rep["results"].items() if k != "timings_s"} == {
+        k: v for k, v in on_disk.items() if k != "timings_s"
+    }
 
 
 @pytest.mark.parametrize(

@@ -319,7 +319,9 @@ def _save(model: nn.Module, path: Path, seed: int) -> None:
     save_checkpoint(path, model, {"seed": seed, "dataset": "digits"})
 
 
-def test_cli_pam_runs_on_tiny_checkpoints(planted: Planted, tmp_path: Path) -> None:
+def test_cli_pam_runs_on_tiny_checkpoints(
+    planted: Planted, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from neuralign.cli import main
 
     _save(planted.a, tmp_path / "a.safetensors", 0)
@@ -336,8 +338,14 @@ def test_cli_pam_runs_on_tiny_checkpoints(planted: Planted, tmp_path: Path) -> N
         assert (out / name).exists(), name
     summary = json.loads((out / "pam.json").read_text())
     assert summary["init"] == "correlation"
-    # Re-running on the finished folder resumes (nothing to do) and succeeds.
-    assert main(args) == 0
+    # Re-running on the finished folder resumes (nothing to do) and succeeds; --json prints
+    # the same summary as one JSON object.
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["init"] == "correlation"
+    assert printed["changed_units"] == pytest.approx(summary["changed_units"])
+    assert printed["model_b"] == str(out / "model_b.safetensors")
     shutil.rmtree(out)
     assert main([*args[:-5], "--init", "bogus", "--out", str(out)]) == 2
 

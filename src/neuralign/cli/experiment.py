@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from neuralign.cli.app import cli
 from neuralign.cli.common import DataSource
-from neuralign.cli.options import device_check, progress_option
+from neuralign.cli.options import device_check, json_option, progress_option
 
 
 @cli.command("run")
@@ -41,6 +42,7 @@ from neuralign.cli.options import device_check, progress_option
     type=click.Choice(["endpoints", "align", "curves", "paths", "report"]),
     help="Run only these stages (default: all, in order).",
 )
+@json_option
 @progress_option
 def run_cmd(
     config: str | None,
@@ -50,6 +52,7 @@ def run_cmd(
     force: bool,
     verify: bool,
     stages: tuple[str, ...],
+    as_json: bool,
     progress: bool,
 ) -> None:
     """Run a whole experiment from CONFIG (default: the embedded Fashion-MNIST demo).
@@ -80,26 +83,41 @@ def run_cmd(
             cfg.data.train_subset = 0
             cfg.name = cfg.name + "-mnist5k"
     out = Path(run_dir or Path("runs") / cfg.name)
-    click.echo(f"run folder: {out}")
+    # With --json the stage lines go to stderr so that stdout is one JSON object.
+    say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    say(f"run folder: {out}")
     t0 = time.perf_counter()
-    run_experiment(
+    results = run_experiment(
         cfg,
         out,
         stages=tuple(stages) or STAGES,
         force=force,
         progress=progress,
-        echo=click.echo,
+        echo=say,
         verify=verify,
     )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"run_dir": str(out), "report": str(out / "report.md"), "results": results},
+                default=str,
+            )
+        )
+        return
     click.echo(f"done in {time.perf_counter() - t0:.1f}s; report: {out / 'report.md'}")
 
 
 @cli.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-def report_cmd(run_dir: str) -> None:
+@json_option
+def report_cmd(run_dir: str, as_json: bool) -> None:
     """Regenerate report.md, results.json/.csv and the figures of a run folder."""
     from neuralign.experiment import write_report
 
     path = write_report(run_dir)
+    if as_json:
+        results = Path(path).with_name("results.json")
+        click.echo(json.dumps({"report": str(path), "results": json.loads(results.read_text())}))
+        return
     click.echo(Path(path).read_text().split("## Figures")[0].rstrip())
     click.echo(f"\nreport written to {path}")

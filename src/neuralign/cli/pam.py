@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from neuralign.cli.options import (
     default,
     device_option,
     grouped,
+    json_option,
     option_type,
     progress_option,
 )
@@ -96,6 +98,7 @@ from neuralign.pamopt import PAMConfig
     "an existing one is resumed.",
 )
 @device_option
+@json_option
 @progress_option
 def pam_cmd(
     model_a: str,
@@ -109,6 +112,7 @@ def pam_cmd(
     loader: TrainArgs,
     out: str,
     device: str,
+    as_json: bool,
     progress: bool,
 ) -> None:
     """PAM: optimise B's permutation and the Bezier curve to A jointly (resumable).
@@ -162,6 +166,18 @@ def pam_cmd(
         res.aligned_b,
         {"aligned_to": model_a, "source": model_b, "method": f"pam-{init}"},
     )
+    if as_json:
+        summary = {
+            "init": init,
+            "changed_fraction": res.changed_fraction,
+            "changed_units": res.changed_units,
+            "objective_log": res.objective_log,
+            "timings": res.timings,
+            "curve": str(Path(out) / "curve.safetensors"),
+            "model_b": str(Path(out) / "model_b.safetensors"),
+        }
+        click.echo(json.dumps(summary, default=str))
+        return
     rows = [
         [g, str(res.spec.groups[g].size), f"{100 * frac:.1f}%"]
         for g, frac in res.changed_fraction.items()
