@@ -37,7 +37,7 @@ from neuralign.errors import CheckpointError, ConfigError
 from neuralign.io.atomic import atomic_write_text
 from neuralign.models.common import split_logits
 from neuralign.optim.runner import amp_autocast, get_rng_state, run_epochs, set_rng_state
-from neuralign.optim.schedules import lr_at
+from neuralign.optim.schedules import set_epoch_lr
 
 __all__ = [
     "CurveAttack",
@@ -212,16 +212,7 @@ def train_curve(
         curve.train()
         if hasattr(data, "set_epoch"):
             data.set_epoch(epoch)
-        epoch_lr = lr_at(
-            epoch,
-            base_lr=cfg.lr,
-            schedule=cfg.schedule,
-            epochs=cfg.epochs,
-            step=cfg.lr_step,
-            gamma=cfg.lr_gamma,
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr
+        epoch_lr = set_epoch_lr(optimizer, epoch, cfg)
         # loss, objective, correct, count: summed on the device, read once per epoch
         sums = torch.zeros(4, dtype=torch.float64, device=dev)
         for x, y in data:

@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import math
+from typing import Protocol
+
+import torch
 
 from neuralign.errors import ConfigError
 
@@ -42,3 +45,28 @@ def lr_at(
             return base_lr * (1.0 - (frac - 0.5) / 0.4 * 0.99)
         return base_lr * 0.01
     raise ConfigError(f"unknown lr schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+class ScheduleConfig(Protocol):
+    """The schedule fields every training config has (TrainConfig, CurveTrainConfig)."""
+
+    lr: float
+    epochs: int
+    schedule: str
+    lr_step: int
+    lr_gamma: float
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, epoch: int, cfg: ScheduleConfig) -> float:
+    """Set every parameter group's learning rate for ``epoch`` from ``cfg``; return it."""
+    lr = lr_at(
+        epoch,
+        base_lr=cfg.lr,
+        epochs=cfg.epochs,
+        schedule=cfg.schedule,
+        step=cfg.lr_step,
+        gamma=cfg.lr_gamma,
+    )
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr

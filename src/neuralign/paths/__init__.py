@@ -1,8 +1,9 @@
 """Evaluation of paths in weight space: BN recomputation, metrics, planes and plots."""
 
+from neuralign.paths.aggregate import AggregatedPath, aggregate
 from neuralign.paths.bn import batchnorm_modules, has_batchnorm, recompute_bn
 from neuralign.paths.evaluate import PathLike, evaluate_path, evaluate_state, resolve_ts
-from neuralign.paths.metrics import BN_MODES, METRICS, AggregatedPath, PathResult, aggregate
+from neuralign.paths.metrics import BN_MODES, METRICS, PathResult
 from neuralign.paths.monitor import curve_test_point
 from neuralign.paths.plane import PlaneResult, evaluate_plane
 from neuralign.paths.plots import plot_paths, plot_plane

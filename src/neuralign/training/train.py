@@ -32,7 +32,7 @@ from neuralign.io.checkpoint import (
     save_checkpoint,
 )
 from neuralign.optim.runner import amp_autocast, run_epochs
-from neuralign.optim.schedules import lr_at
+from neuralign.optim.schedules import set_epoch_lr
 from neuralign.ranges import MAX_BATCH, MAX_EPOCHS, MAX_SEED, check_ranges, ranged
 from neuralign.training.batches import UserBatches, as_user_batches
 from neuralign.training.evaluate import evaluate_model
@@ -210,16 +210,7 @@ def train_model(
     autocast = amp_autocast(dev, cfg.amp)
 
     def train_epoch(epoch: int) -> dict[str, Any]:
-        lr = lr_at(
-            epoch,
-            base_lr=cfg.lr,
-            epochs=cfg.epochs,
-            schedule=cfg.schedule,
-            step=cfg.lr_step,
-            gamma=cfg.lr_gamma,
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_epoch_lr(optimizer, epoch, cfg)
         loader.set_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
