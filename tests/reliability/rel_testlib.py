@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,3 +25,32 @@ def tiny_mlp(hidden: int = 16, num_classes: int = 10, seed: int = 0) -> torch.nn
     return create_model(
         "mlp", in_channels=1, image_size=8, hidden=[hidden], num_classes=num_classes
     )
+
+
+def run_config(name: str) -> str:
+    """TOML of a small, fast `neuralign run` on SYNTH (2 MLP endpoints, line + Bezier)."""
+    return f"""
+name = {json.dumps(name)}
+device = "cpu"
+seed = 0
+[data]
+dataset = "{SYNTH}"
+augment = false
+batch_size = 32
+[model]
+arch = "mlp"
+kwargs = {{hidden = [16]}}
+[endpoints]
+seeds = [0, 1]
+epochs = 3
+lr = 0.05
+[curves]
+kinds = ["line", "bezier"]
+variants = ["unaligned", "correlation"]
+epochs = 3
+lr = 0.05
+[eval]
+points = 3
+bn_subset = 100
+plane = false
+"""

@@ -24,36 +24,12 @@ from typing import Any
 
 import pytest
 import torch
-from rel_testlib import SYNTH, tiny_mlp
+from rel_testlib import SYNTH, run_config, tiny_mlp
 
 from neuralign.cli import main
 from neuralign.io import DiskFullError, load_checkpoint, save_checkpoint
 
-CONFIG = f"""
-name = "faults"
-device = "cpu"
-seed = 0
-[data]
-dataset = "{SYNTH}"
-augment = false
-batch_size = 32
-[model]
-arch = "mlp"
-kwargs = {{hidden = [16]}}
-[endpoints]
-seeds = [0, 1]
-epochs = 3
-lr = 0.05
-[curves]
-kinds = ["line", "bezier"]
-variants = ["unaligned", "correlation"]
-epochs = 3
-lr = 0.05
-[eval]
-points = 3
-bn_subset = 100
-plane = false
-"""
+CONFIG = run_config("faults")
 
 # (file whose commit is interrupted, which commit of it): one per stage of the run.
 KILL_ENDPOINTS = ("endpoints/seed0/model.safetensors", 2)  # seed 0, epoch 1 (of 0..2)

@@ -18,38 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rel_testlib import SYNTH
+from rel_testlib import run_config
 
 from neuralign.cli import main
 from neuralign.errors import ConfigError
 from neuralign.io import load_checkpoint
 from neuralign.io.runlock import LOCK_NAME
 
-CONFIG = f"""
-name = "runfolder"
-device = "cpu"
-seed = 0
-[data]
-dataset = "{SYNTH}"
-augment = false
-batch_size = 32
-[model]
-arch = "mlp"
-kwargs = {{hidden = [16]}}
-[endpoints]
-seeds = [0, 1]
-epochs = 3
-lr = 0.05
-[curves]
-kinds = ["line", "bezier"]
-variants = ["unaligned", "correlation"]
-epochs = 3
-lr = 0.05
-[eval]
-points = 3
-bn_subset = 100
-plane = false
-"""
+CONFIG = run_config("runfolder")
 
 
 def _env() -> dict[str, str]:
