@@ -184,3 +184,63 @@ def test_fashion_mnist_paper_preset_is_the_whole_table() -> None:
         "pam-unaligned",
         "pam-aligned",
     }
+
+
+ROBUST_TRACK = """
+[robust]
+pairs = 1
+variants = ["unaligned", "correlation"]
+eps = 0.05
+alpha = 0.02
+steps = 2
+endpoint_epochs = 1
+curve_epochs = 1
+points = 3
+train_subset = 400
+test_subset = 100
+"""
+
+
+def test_robust_track_adds_robust_rows_for_one_pair(tmp_path: Path) -> None:
+    cfg = tmp_path / "tiny.toml"
+    text = TINY.format(curve_epochs=1, plane="false").replace("epochs = 3", "epochs = 1")
+    cfg.write_text(text + ROBUST_TRACK)
+    run = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    sub = load_config(run / "robust" / "config.toml")
+    assert sub.robust.enabled and sub.robust.pairs == 0 and sub.endpoints.seeds == [0, 1]
+    assert sub.endpoints.epochs == 1 and sub.eval.points == 3 and sub.data.train_subset == 400
+    # the clean run's endpoints are clean, the track's adversarially trained
+    clean = json.loads((run / "endpoints" / "seed0" / "done.json").read_text())
+    robust = json.loads((run / "robust" / "endpoints" / "seed0" / "done.json").read_text())
+    assert "robust_test_acc" in robust and "robust_test_acc" not in clean
+    results = json.loads((run / "results.json").read_text())
+    track = results["robust_track"]
+    labels = {r["path"] for r in track["table"]}
+    assert {"Unaligned line", "Aligned Bezier curve"} <= labels
+    for r in track["table"]:
+        if r["path"] != "Endpoints":
+            assert r["n"] == 1 and r["robust_loss_barrier"] == r["robust_loss_barrier"]
+    # the clean table has no robust columns; the report shows the track's
+    assert all(r.get("robust_avg_loss") is None for r in results["table"])
+    assert "robust" in results["timings_s"]
+    md = (run / "report.md").read_text()
+    assert "## Robust track" in md and "Robust loss barrier" in md
+    assert (run / "robust" / "figures" / "robust_loss.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ("[robust]\npairs = 1\nenabled = true\n", "robust.pairs"),
+        ("[robust]\npairs = 2\n", "robust.pairs"),
+        ("[robust]\npairs = 1\nvariants = ['pam-unaligned']\n", "robust.variants"),
+        ("[robust]\npairs = 1\npoints = 1\n", "robust.points"),
+    ],
+)
+def test_robust_track_config_errors_name_the_field(extra: str, field: str) -> None:
+    import tomllib
+
+    raw = tomllib.loads(TINY.format(curve_epochs=1, plane="false") + extra)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse_config(raw)

@@ -35,7 +35,7 @@ from neuralign.cli.options import device_check, json_option, out_option, progres
     "--stage",
     "stages",
     multiple=True,
-    type=click.Choice(["endpoints", "align", "curves", "paths", "report"]),
+    type=click.Choice(["endpoints", "align", "curves", "paths", "robust", "report"]),
     help="Run only these stages (default: all, in order).",
 )
 @json_option

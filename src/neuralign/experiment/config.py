@@ -185,6 +185,26 @@ class RobustConfig:
     test_subset: int = ranged(
         0, 0, MAX_IMAGES
     )  # class-balanced test images for the robust series (0 = eval's)
+    # The robust track: with enabled = false, robust rows for the first `pairs` pairs, run
+    # as a robust sub-experiment in <run>/robust/ (see robust_track_config).
+    pairs: int = ranged(0, 0, MAX_SEEDS // 2)  # pairs of the robust track (0 = no track)
+    variants: list[str] = field(
+        default_factory=lambda: ["unaligned", "correlation"]
+    )  # variants of the robust track (unaligned, correlation, weight)
+    train_subset: int = ranged(
+        0, 0, MAX_IMAGES
+    )  # robust track: class-balanced training images (0 = data.train_subset)
+    endpoint_epochs: int = ranged(
+        0, 0, MAX_EPOCHS
+    )  # robust track: epochs per robust endpoint (0 = endpoints.epochs)
+    curve_epochs: int = ranged(
+        0, 0, MAX_EPOCHS
+    )  # robust track: epochs per robust curve (0 = curves.epochs)
+    points: int = ranged(0, 0, MAX_POINTS)  # robust track: points per path (0 = eval.points)
+
+
+#: Variants a robust track can hold (PAM has no adversarial P-step).
+ROBUST_TRACK_VARIANTS = ("unaligned", "correlation", "weight")
 
 
 #: Fields of :class:`~neuralign.pamopt.PAMConfig` an experiment takes from elsewhere: the
@@ -389,8 +409,59 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         r.align_on in ("clean", "adversarial"),
         f"robust.align_on: must be clean or adversarial, got {r.align_on!r}",
     )
+    if r.pairs:
+        _require(
+            not r.enabled,
+            "robust.pairs: the robust track adds robust rows to a clean run; with "
+            "robust.enabled = true every pair is robust already (set pairs = 0)",
+        )
+        _require(
+            r.pairs <= len(cfg.pairs),
+            f"robust.pairs: the run has {len(cfg.pairs)} pair(s), got {r.pairs}",
+        )
+        _require(len(r.variants) > 0, "robust.variants: list at least one variant")
+        for v in r.variants:
+            _require(
+                v in ROBUST_TRACK_VARIANTS,
+                f"robust.variants: the robust track takes {', '.join(ROBUST_TRACK_VARIANTS)}, "
+                f"got {v!r}",
+            )
+        _require(
+            r.points == 0 or r.points >= 2,
+            f"robust.points: must be 0 (eval.points) or >= 2, got {r.points}",
+        )
     check_device_name(cfg.device, "device")
     return cfg
+
+
+def robust_track_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
+    """The robust sub-experiment of ``cfg`` (``robust.pairs > 0``), else ``None``.
+
+    It is ``cfg`` with ``robust.enabled = true`` (adversarially trained endpoints, robust
+    curves, clean + PGD evaluation, the robust schedule) on the first ``robust.pairs``
+    pairs' seeds, the variants ``robust.variants``, and the robust track's sizes
+    (``robust.train_subset``, ``endpoint_epochs``, ``curve_epochs``, ``points``) where set;
+    no plane. ``neuralign run`` runs it in ``<run>/robust/`` and the report adds its rows.
+    """
+    r = cfg.robust
+    if not r.pairs:
+        return None
+    d = cfg.to_dict()
+    d["name"] = f"{cfg.name}-robust"
+    d["endpoints"]["seeds"] = list(cfg.endpoints.seeds[: 2 * r.pairs])
+    if r.endpoint_epochs:
+        d["endpoints"]["epochs"] = r.endpoint_epochs
+    if r.curve_epochs:
+        d["curves"]["epochs"] = r.curve_epochs
+    if r.points:
+        d["eval"]["points"] = r.points
+    if r.train_subset:
+        d["data"]["train_subset"] = r.train_subset
+    d["curves"]["variants"] = list(r.variants)
+    d["eval"]["plane"] = False
+    d["robust"]["enabled"] = True
+    d["robust"]["pairs"] = 0
+    return parse_config(d)
 
 
 def parse_config(raw: Any) -> ExperimentConfig:

@@ -67,6 +67,7 @@ class RunContext:
         self.run_dir = RunDir(run_dir)
         self.dir = self.run_dir.root
         self.progress = progress
+        self.force = False  # a sub-run (the robust track) may reuse a folder of another config
         self.echo: Echo = echo or logger.info
         self.device = select_device(cfg.device)
         self._data: RunData | None = None

@@ -46,6 +46,7 @@ class Experiment(RunContext):
         verify: bool = False,
     ) -> None:
         super().__init__(cfg, run_dir, progress=progress, echo=echo)
+        self.force = force
         self.run_dir.verify = verify
         self.run_dir.notify = self.echo
         self.run_dir.guard(cfg, force)

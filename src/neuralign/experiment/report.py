@@ -54,7 +54,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
                     paths[(kind, variant)].append(PathResult.load(f))
     aligns: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for i, _ in enumerate(cfg.pairs):
-        for method in ("correlation", "weight"):
+        for method in ("correlation", "weight", "pam-unaligned", "pam-aligned"):
             record = rd.done(rd.align_record(i, method))
             if record is not None:
                 aligns[method].append(record)
@@ -179,6 +179,68 @@ def robust_markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def pam_rows(aligns: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per PAM variant, over pairs: changed units and the objective at each stage.
+
+    The objective is PAM's (mean loss over its ``objective_ts`` on the scoring subset):
+    ``start``, after the first relaxed P-step (``p-relaxed``) and rounding (``p-step``),
+    and after the last Ψ-step (``psi-step``); ``changed`` is the fraction of units whose
+    assignment differs from PAM's start (identity or the correlation alignment).
+    """
+    rows = []
+    for variant in ("pam-unaligned", "pam-aligned"):
+        records = aligns.get(variant) or []
+        if not records:
+            continue
+        row: dict[str, Any] = {"variant": variant, "path": variant_label(variant)}
+        row["n"] = len(records)
+        row["changed_units"], row["changed_units_std"] = _ms(
+            [100 * r["changed_units"] for r in records]
+        )
+        for stage, pick in (("start", 0), ("p-relaxed", 0), ("p-step", 0), ("psi-step", -1)):
+            vals = []
+            for r in records:
+                found = [e["objective"] for e in r["objective_log"] if e["stage"] == stage]
+                if found:
+                    vals.append(found[pick])
+            if len(vals) == len(records):
+                row[stage], row[f"{stage}_std"] = _ms(vals)
+        groups = sorted({g for r in records for g in r["changed_fraction"]})
+        row["changed_by_group"] = {
+            g: _ms([100 * r["changed_fraction"].get(g, 0.0) for r in records])[0] for g in groups
+        }
+        rows.append(row)
+    return rows
+
+
+def pam_markdown(rows: list[dict[str, Any]]) -> str:
+    """The PAM table: changed units and the objective before and after each step."""
+    if not rows:
+        return ""
+    cols = [
+        ("changed_units", "Changed units (%)", 1),
+        ("start", "Objective at start", 3),
+        ("p-relaxed", "after relaxed P-step", 3),
+        ("p-step", "after rounding", 3),
+        ("psi-step", "after last Ψ-step", 3),
+    ]
+    lines = [
+        "| PAM | " + " | ".join(c[1] for c in cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for r in rows:
+        cells = [_fmt(r[k], r[f"{k}_std"], r["n"], d) if k in r else "" for k, _, d in cols]
+        lines.append(f"| {r['path']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for r in rows:
+        moved = [f"{g} {v:.0f}%" for g, v in r["changed_by_group"].items() if v > 0]
+        lines.append(
+            f"- {r['path']}, changed per group (mean over pairs): "
+            + (", ".join(moved) if moved else "none")
+        )
+    return "\n".join(lines)
+
+
 def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) -> Path:
     """Write ``report.md``, ``results.json``, ``results.csv`` and ``figures/`` for a run.
 
@@ -259,6 +321,10 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
         atomic_write_text(prov_file, json.dumps(provenance, indent=2) + "\n")
     prov = json.loads(prov_file.read_text()) if prov_file.exists() else {}
     any_path = next(iter(info["paths"].values()))[0]
+    pam_table = pam_rows(info["aligns"])
+    track = None
+    if cfg.robust.pairs and (rd.robust_dir / "results.json").exists():
+        track = json.loads((rd.robust_dir / "results.json").read_text())
     results = {
         "name": cfg.name,
         "config": cfg.to_dict(),
@@ -268,8 +334,17 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
         "points": len(any_path.ts),
         "endpoints": {str(k): v for k, v in info["endpoints"].items()},
         "table": rows,
+        "pam": pam_table,
         "figures": figures,
     }
+    if track is not None:
+        results["robust_track"] = {
+            "report": "robust/report.md",
+            "pairs": track["config"]["endpoints"]["seeds"],
+            "timings_s": track.get("timings_s", {}),
+            "endpoints": track.get("endpoints", {}),
+            "table": track["table"],
+        }
     atomic_write_text(rd.results_json, json.dumps(results, indent=2) + "\n")
     buf = io.StringIO()
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "path", k))
@@ -302,6 +377,38 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
             "(Zhao et al. 2020); Avg = arc-length weighted mean."
         )
         md += ["", robust_table, ""]
+    if pam_table:
+        md.append("## PAM: the permutation it found\n")
+        md.append(
+            "Objective = PAM's loss (mean over its t values on the scoring subset of the "
+            "training set); changed = units whose assignment differs from PAM's start "
+            "(identity for PAM Unaligned, the correlation alignment for PAM Aligned)."
+        )
+        md += ["", pam_markdown(pam_table), ""]
+    if track is not None:
+        tcfg = track["config"]
+        seeds = tcfg["endpoints"]["seeds"]
+        tpairs = [(seeds[i], seeds[i + 1]) for i in range(0, len(seeds) - 1, 2)]
+        attack = tcfg["robust"]
+        md.append("## Robust track (adversarially trained endpoints, robust curves)\n")
+        md.append(
+            f"Pair{'s' if len(tpairs) != 1 else ''} "
+            + ", ".join(f"{a}–{b}" for a, b in tpairs)
+            + f" trained adversarially (L∞ PGD ε = {attack['eps']:.4g}, α = "
+            f"{attack['alpha']:.4g}, {attack['steps']} steps, model in "
+            f"`{attack['train_mode']}` mode; {tcfg['endpoints']['epochs']} epochs, "
+            f"`{attack['schedule'] or tcfg['endpoints']['schedule']}` schedule), robust curves "
+            f"({tcfg['curves']['epochs']} epochs), {tcfg['eval']['points']} points per path, "
+            f"BatchNorm recomputed on `{attack['bn_source']}` training inputs. "
+            "Its own report: [robust/report.md](robust/report.md)."
+        )
+        md += ["", markdown_table(track["table"]), ""]
+        rt = robust_markdown_table(track["table"])
+        if rt:
+            md += [rt, ""]
+        for key, rel in track.get("figures", {}).items():
+            if key.startswith("robust"):
+                md.append(f"![robust track {key}](robust/{rel})\n")
     md.append("## Figures\n")
     for key, rel in figures.items():
         md.append(f"![{key}]({rel})\n")

@@ -12,6 +12,7 @@ Layout::
     curves/pair{I}/{variant}-{kind}/   curve.safetensors, history.jsonl, done.json (pam/)
     paths/pair{I}/{variant}-{kind}.json   PathResult
     planes/pair0/{variant}-bezier.json    PlaneResult
+    robust/                     the robust track (``robust.pairs``): a run folder of its own
     report.md, results.json, results.csv, provenance.json, figures/*.png
 
 A stage's work unit is finished when its marker exists and still vouches for its files:
@@ -107,6 +108,11 @@ class RunDir:
     def provenance_file(self) -> Path:
         """Versions, source revision and device of the run (written with the report)."""
         return self.root / "provenance.json"
+
+    @property
+    def robust_dir(self) -> Path:
+        """The run folder of the robust track (``robust.pairs``), itself a run folder."""
+        return self.root / "robust"
 
     @property
     def figures_dir(self) -> Path:

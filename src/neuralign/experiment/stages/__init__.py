@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from neuralign.experiment.context import RunContext
-from neuralign.experiment.stages import align, curves, endpoints, paths, report
+from neuralign.experiment.stages import align, curves, endpoints, paths, report, robust
 
 __all__ = ["RUNNERS", "STAGES"]
 
@@ -20,6 +20,7 @@ RUNNERS: dict[str, Callable[[RunContext], str]] = {
     "align": align.run,
     "curves": curves.run,
     "paths": paths.run,
+    "robust": robust.run,
     "report": report.run,
 }
 
