@@ -39,10 +39,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     p.add_argument("--test-subset", type=int, default=5000)
     p.add_argument("--bn-subset", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=2, help="curve epochs (ψ-step epochs for PAM)")
-    p.add_argument("--p-epochs", type=int, default=1)
+    p.add_argument(
+        "--p-epochs",
+        type=int,
+        default=2,
+        help="P-step epochs (η follows PAMConfig.p_budget, the paper's total step)",
+    )
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--points", type=int, default=9)
-    p.add_argument("--round-samples", type=int, default=4)
+    p.add_argument(
+        "--round-samples",
+        type=int,
+        default=PAMConfig().round_samples,
+        help="Birkhoff-von Neumann rounding candidates (default: PAMConfig's)",
+    )
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     dev = select_device(args.device)
@@ -130,12 +140,57 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             f"{path.endpoint_accuracy:8.2f} {100 * float(changed):7.2f}% {seconds[name]:8.1f}"
         )
     pa = extra["PAM Aligned"]
-    print("PAM Aligned changed fraction per group:")
-    for g, frac in getattr(pa, "changed_fraction", {}).items():
-        print(f"  {g:<24} {100 * frac:6.2f}%")
+    sizes = spec.sizes
+    for r in rows:  # one CSV header: plain curves have no PAM objective
+        r.update(
+            dict.fromkeys(
+                (
+                    "objective_start",
+                    "objective_relaxed",
+                    "objective_rounded",
+                    "objective_final",
+                    "hungarian_changed_units",
+                    "relaxed_distance_max",
+                    "total_step",
+                ),
+                float("nan"),
+            ),
+            kept="",
+            round_samples=cfg.round_samples,
+        )
     for name in ("PAM Unaligned", "PAM Aligned"):
-        log = getattr(extra[name], "objective_log", [])
-        print(f"{name} objective: " + ", ".join(f"{r['stage']} {r['objective']:.4f}" for r in log))
+        res_pam = extra[name]
+        st = res_pam.steps[0]
+        total = sum(sizes[g] for g in st.hungarian_changed) or 1
+        hung = sum(st.hungarian_changed[g] * sizes[g] for g in st.hungarian_changed) / total
+        print(
+            f"{name}: objective start {st.objective_before:.4f} -> relaxed "
+            f"{st.objective_relaxed:.4f} -> rounded {st.objective_after_p:.4f} "
+            f"({100 * (st.objective_after_p / st.objective_before - 1):+.1f}%) -> psi-step "
+            f"{st.objective_after_psi:.4f}; kept {st.chosen}; eta {st.step_size:.4g}, "
+            f"sum eta {st.total_step:.3g}; max relaxed distance "
+            f"{max(st.relaxed_distance.values(), default=0.0):.3f}; Hungarian changed "
+            f"{100 * hung:.1f}%, kept changed {100 * res_pam.changed_units:.1f}%"
+        )
+        for g, frac in res_pam.changed_fraction.items():
+            print(
+                f"  {g:<24} kept {100 * frac:6.2f}%  Hungarian "
+                f"{100 * st.hungarian_changed.get(g, 0.0):6.2f}%  relaxed distance "
+                f"{st.relaxed_distance.get(g, 0.0):.3f}"
+            )
+        for r in rows:
+            if r["curve"] == name:
+                r.update(
+                    objective_start=round(st.objective_before, 4),
+                    objective_relaxed=round(st.objective_relaxed, 4),
+                    objective_rounded=round(st.objective_after_p, 4),
+                    objective_final=round(st.objective_after_psi, 4),
+                    kept=st.chosen,
+                    hungarian_changed_units=round(hung, 4),
+                    relaxed_distance_max=round(max(st.relaxed_distance.values(), default=0.0), 4),
+                    total_step=round(st.total_step, 4),
+                    round_samples=cfg.round_samples,
+                )
     ratio = seconds["PAM Aligned"] / seconds["Aligned"]
     print(
         f"PAM Aligned wall time / plain Aligned curve training: {ratio:.2f}x "
