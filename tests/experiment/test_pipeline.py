@@ -224,6 +224,12 @@ def test_robust_track_adds_robust_rows_for_one_pair(tmp_path: Path) -> None:
     # the clean table has no robust columns; the report shows the track's
     assert all(r.get("robust_avg_loss") is None for r in results["table"])
     assert "robust" in results["timings_s"]
+    claims = {c["claim"]: c for c in results["paper_checks"]}
+    robust_line = claims["Alignment lowers the robust loss barrier (line)"]
+    rows = {r["path"]: r for r in track["table"]}
+    assert robust_line["holds"] == (
+        rows["Aligned line"]["robust_loss_barrier"] < rows["Unaligned line"]["robust_loss_barrier"]
+    )
     md = (run / "report.md").read_text()
     assert "## Robust track" in md and "Robust loss barrier" in md
     assert (run / "robust" / "figures" / "robust_loss.png").stat().st_size > 10_000
@@ -244,3 +250,41 @@ def test_robust_track_config_errors_name_the_field(extra: str, field: str) -> No
     raw = tomllib.loads(TINY.format(curve_epochs=1, plane="false") + extra)
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         parse_config(raw)
+
+
+def test_paper_checks_compare_the_rows_they_name() -> None:
+    from neuralign.experiment.report import paper_checks
+
+    def row(variant: str, avg: float, mn: float, n: int = 3, sd: float = 0.2) -> dict:
+        return {
+            "variant": variant,
+            "kind": "bezier",
+            "n": n,
+            "avg_acc": avg,
+            "avg_acc_std": sd,
+            "min_acc": mn,
+            "min_acc_std": sd,
+        }
+
+    rows = [
+        row("unaligned", 85.0, 80.0),
+        row("correlation", 86.0, 84.0),
+        row("pam-unaligned", 85.5, 82.0),
+        row("pam-aligned", 86.3, 84.1),
+    ]
+    pam = [
+        {"variant": "pam-unaligned", "changed_units": 30.0},
+        {"variant": "pam-aligned", "changed_units": 2.0},
+    ]
+    checks = {c["claim"]: c["holds"] for c in paper_checks(rows, pam)}
+    assert checks == {
+        "Aligned Min ≥ Unaligned Min (Bezier curve)": True,
+        "PAM Unaligned better than Unaligned (Bezier Avg), units changed": True,
+        "PAM Aligned ≈ Aligned (Bezier Avg)": True,  # 0.3 apart, tolerance 0.4
+    }
+    # PAM that changed nothing is not "better", whatever the accuracy says
+    pam[0]["changed_units"] = 0.0
+    rows[3]["avg_acc"] = 87.0  # 1.0 apart: beyond the summed std
+    rows[0]["min_acc"] = 85.0
+    checks = {c["claim"]: c["holds"] for c in paper_checks(rows, pam)}
+    assert not any(checks.values())

@@ -241,6 +241,75 @@ def pam_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def paper_checks(
+    rows: list[dict[str, Any]],
+    pam: list[dict[str, Any]],
+    robust_rows: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The paper's findings (Tatro et al. 2020, Tables 1–3), checked on this run's numbers.
+
+    Each check is ``{"claim", "holds", "detail"}``; only checks whose rows exist are made.
+    On the Bezier curves (the paper's table): Aligned Min ≥ Unaligned Min; PAM Unaligned
+    better than Unaligned (Avg) with units changed; PAM Aligned ≈ Aligned (Avg within
+    their summed std over pairs, or 0.5 points with one pair); and, on the robust rows
+    (the robust track or a robust run), a lower robust loss barrier after alignment, on
+    the line and the curve.
+    """
+    by = {(r.get("variant"), r.get("kind")): r for r in rows}
+    out: list[dict[str, Any]] = []
+
+    def pm(r: dict[str, Any], k: str) -> str:
+        return _fmt(r[k], r[f"{k}_std"], r["n"])
+
+    un, al = by.get(("unaligned", "bezier")), by.get(("correlation", "bezier"))
+    if un and al:
+        out.append(
+            {
+                "claim": "Aligned Min ≥ Unaligned Min (Bezier curve)",
+                "holds": al["min_acc"] >= un["min_acc"],
+                "detail": f"{pm(al, 'min_acc')} vs {pm(un, 'min_acc')} %",
+            }
+        )
+    pu = by.get(("pam-unaligned", "bezier"))
+    changed = {r["variant"]: r for r in pam}
+    if un and pu:
+        ch = changed.get("pam-unaligned")
+        ch_txt = f"; {ch['changed_units']:.1f}% of units changed" if ch else ""
+        out.append(
+            {
+                "claim": "PAM Unaligned better than Unaligned (Bezier Avg), units changed",
+                "holds": pu["avg_acc"] > un["avg_acc"] and bool(ch and ch["changed_units"] > 0),
+                "detail": f"{pm(pu, 'avg_acc')} vs {pm(un, 'avg_acc')} %{ch_txt}",
+            }
+        )
+    pa = by.get(("pam-aligned", "bezier"))
+    if al and pa:
+        tol = (al["avg_acc_std"] + pa["avg_acc_std"]) if al["n"] > 1 else 0.5
+        ch = changed.get("pam-aligned")
+        ch_txt = f"; {ch['changed_units']:.1f}% of units changed" if ch else ""
+        out.append(
+            {
+                "claim": "PAM Aligned ≈ Aligned (Bezier Avg)",
+                "holds": abs(pa["avg_acc"] - al["avg_acc"]) <= tol,
+                "detail": f"{pm(pa, 'avg_acc')} vs {pm(al, 'avg_acc')} % "
+                f"(difference {pa['avg_acc'] - al['avg_acc']:+.2f}, tolerance {tol:.2f}){ch_txt}",
+            }
+        )
+    rby = {(r.get("variant"), r.get("kind")): r for r in (robust_rows or rows)}
+    for kind in ("line", "bezier"):
+        ru, ra = rby.get(("unaligned", kind)), rby.get(("correlation", kind))
+        if ru and ra and ru.get("robust_loss_barrier") is not None:
+            out.append(
+                {
+                    "claim": f"Alignment lowers the robust loss barrier ({kind})",
+                    "holds": ra["robust_loss_barrier"] < ru["robust_loss_barrier"],
+                    "detail": f"{_fmt(ra['robust_loss_barrier'], ra['robust_loss_barrier_std'], ra['n'], 3)}"
+                    f" vs {_fmt(ru['robust_loss_barrier'], ru['robust_loss_barrier_std'], ru['n'], 3)}",
+                }
+            )
+    return out
+
+
 def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) -> Path:
     """Write ``report.md``, ``results.json``, ``results.csv`` and ``figures/`` for a run.
 
@@ -337,6 +406,8 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
         "pam": pam_table,
         "figures": figures,
     }
+    checks = paper_checks(rows, pam_table, track["table"] if track is not None else None)
+    results["paper_checks"] = checks
     if track is not None:
         results["robust_track"] = {
             "report": "robust/report.md",
@@ -409,6 +480,12 @@ def write_report(run_dir: str | Path, provenance: dict[str, Any] | None = None) 
         for key, rel in track.get("figures", {}).items():
             if key.startswith("robust"):
                 md.append(f"![robust track {key}](robust/{rel})\n")
+    if checks:
+        md.append("## The paper's findings, checked on this run\n")
+        md.append("| Finding (Tatro et al. 2020) | Here | Holds |\n|---|---|---|")
+        for c in checks:
+            md.append(f"| {c['claim']} | {c['detail']} | {'yes' if c['holds'] else '**no**'} |")
+        md.append("")
     md.append("## Figures\n")
     for key, rel in figures.items():
         md.append(f"![{key}]({rel})\n")
