@@ -18,6 +18,7 @@ from neuralign.curves import (
     PolyChain,
     bernstein,
     functional_forward,
+    fused_combination,
     interpolated_keys,
     parameter_distance,
     polychain_coefficients,
@@ -205,3 +206,36 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(CheckpointError):
         Curve.load(tmp_path / "junk.safetensors", model=ConvBN())
+
+
+def test_fused_combination_matches_the_loop() -> None:
+    gen = torch.Generator().manual_seed(0)
+    controls = [[torch.randn(3, 4, generator=gen), torch.randn(5, generator=gen)] for _ in range(3)]
+    coeffs = [0.25, 0.5, 0.25]
+    got = fused_combination(controls, coeffs)
+    for i in range(2):
+        ref = controls[0][i] * coeffs[0] + controls[1][i] * coeffs[1] + controls[2][i] * coeffs[2]
+        assert torch.equal(got[i], ref)
+    leaf = controls[1][0].clone().requires_grad_(True)
+    out = fused_combination([[controls[0][0]], [leaf], [controls[2][0]]], coeffs)[0]
+    out.sum().backward()
+    assert leaf.grad is not None and torch.allclose(leaf.grad, torch.full_like(leaf, 0.5))
+    with pytest.raises(ValueError):
+        fused_combination(controls, [1.0])
+
+
+def test_state_at_is_the_coefficient_sum_bit_for_bit() -> None:
+    a, b = make_pair(MLPBN)
+    curve = Bezier(a, b, num_bends=4)
+    with torch.no_grad():
+        for plist in curve.bends:
+            for p in plist:
+                p.add_(torch.randn_like(p) * 0.1)
+    for t in (0.1, 0.5, 0.83):
+        c = curve._coefficients(t)
+        st = curve.state_at(t)
+        for i, key in enumerate(curve.interpolated_keys):
+            ref = curve._bend_tensor(0, i) * c[0]
+            for k in range(1, curve.num_bends):
+                ref = ref + curve._bend_tensor(k, i) * c[k]
+            assert torch.equal(st[key], ref), key

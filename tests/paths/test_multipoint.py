@@ -11,7 +11,6 @@ from neuralign.curves import Bezier
 from neuralign.paths import evaluate_path, evaluate_plane, evaluate_state, recompute_bn
 from neuralign.paths.multipoint import (
     evaluate_states,
-    fused_combination,
     points_per_pass,
     recompute_bn_many,
     stack_states,
@@ -113,22 +112,6 @@ def test_policy_and_fallbacks() -> None:
         recompute_bn_many(odd, [odd.state_dict()], _data())
     with pytest.raises(ValueError):
         stack_states([])
-
-
-def test_fused_combination_matches_the_loop() -> None:
-    gen = torch.Generator().manual_seed(0)
-    controls = [[torch.randn(3, 4, generator=gen), torch.randn(5, generator=gen)] for _ in range(3)]
-    coeffs = [0.25, 0.5, 0.25]
-    got = fused_combination(controls, coeffs)
-    for i in range(2):
-        ref = controls[0][i] * coeffs[0] + controls[1][i] * coeffs[1] + controls[2][i] * coeffs[2]
-        assert torch.equal(got[i], ref)
-    leaf = controls[1][0].clone().requires_grad_(True)
-    out = fused_combination([[controls[0][0]], [leaf], [controls[2][0]]], coeffs)[0]
-    out.sum().backward()
-    assert leaf.grad is not None and torch.allclose(leaf.grad, torch.full_like(leaf, 0.5))
-    with pytest.raises(ValueError):
-        fused_combination(controls, [1.0])
 
 
 def test_batched_failure_falls_back_to_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,6 +38,7 @@ from neuralign.curves.state import (
     _model_spec,
     _TensorStore,
     functional_forward,
+    fused_combination,
     interpolated_keys,
     parameter_distance,
     validate_states,
@@ -264,12 +265,14 @@ class Curve(nn.Module):
             source = self.endpoint_a if tv == 0.0 else self.endpoint_b
             return {key: source[key].clone() for key in self.keys}
         coeffs = self._coefficients(tv)
-        interp: State = {}
-        for i, key in enumerate(self.interpolated_keys):
-            acc = self._bend_tensor(0, i) * coeffs[0]
-            for k in range(1, self.num_bends):
-                acc = acc + self._bend_tensor(k, i) * coeffs[k]
-            interp[key] = acc
+        n = len(self.interpolated_keys)
+        # one fused multi-tensor kernel per control point instead of one small kernel per
+        # tensor and control point (the Python/launch cost that dominates on a GPU)
+        combined = fused_combination(
+            [[self._bend_tensor(k, i) for i in range(n)] for k in range(self.num_bends)],
+            coeffs,
+        )
+        interp: State = dict(zip(self.interpolated_keys, combined, strict=True))
         out: State = {}
         for key in self.keys:
             out[key] = interp[key] if key in interp else self.endpoint_a[key].clone()

@@ -67,7 +67,9 @@ class RunContext:
         self.run_dir = RunDir(run_dir)
         self.dir = self.run_dir.root
         self.progress = progress
-        self.force = False  # a sub-run (the robust track) may reuse a folder of another config
+        #: Runs a whole experiment in another folder (the robust track's sub-run); set by
+        #: the pipeline's Experiment, which is what runs one.
+        self.run_sub: Callable[[ExperimentConfig, Path, Echo], dict[str, Any]] | None = None
         self.echo: Echo = echo or logger.info
         self.device = select_device(cfg.device)
         self._data: RunData | None = None

@@ -46,7 +46,9 @@ class Experiment(RunContext):
         verify: bool = False,
     ) -> None:
         super().__init__(cfg, run_dir, progress=progress, echo=echo)
-        self.force = force
+        self.run_sub = lambda sub, folder, sub_echo: Experiment(
+            sub, folder, force=force, progress=progress, echo=sub_echo, verify=verify
+        ).run()
         self.run_dir.verify = verify
         self.run_dir.notify = self.echo
         self.run_dir.guard(cfg, force)

@@ -19,20 +19,13 @@ def run(ctx: RunContext) -> str:
     sub = robust_track_config(ctx.cfg)
     if sub is None:
         return "no robust track (robust.pairs = 0)"
-    from neuralign.experiment.pipeline import Experiment
+    if ctx.run_sub is None:
+        raise RuntimeError("the robust track runs inside an Experiment (neuralign run)")
 
     def echo(line: str) -> None:
         ctx.echo(f"  robust track {line}")
 
-    exp = Experiment(
-        sub,
-        ctx.run_dir.robust_dir,
-        force=ctx.force,
-        progress=ctx.progress,
-        echo=echo,
-        verify=ctx.run_dir.verify,
-    )
-    results = exp.run()
+    results = ctx.run_sub(sub, ctx.run_dir.robust_dir, echo)
     parts = [
         f"{r['path']} robust barrier {r['robust_loss_barrier']:.3f}"
         for r in results.get("table", [])
