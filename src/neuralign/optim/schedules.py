@@ -50,11 +50,17 @@ def lr_at(
 class ScheduleConfig(Protocol):
     """The schedule fields every training config has (TrainConfig, CurveTrainConfig)."""
 
-    lr: float
-    epochs: int
-    schedule: str
-    lr_step: int
-    lr_gamma: float
+    # read-only members: frozen dataclasses (CurveTrainConfig) satisfy the protocol too
+    @property
+    def lr(self) -> float: ...
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def schedule(self) -> str: ...
+    @property
+    def lr_step(self) -> int: ...
+    @property
+    def lr_gamma(self) -> float: ...
 
 
 def set_epoch_lr(optimizer: torch.optim.Optimizer, epoch: int, cfg: ScheduleConfig) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def write_json(path: Path, obj: Any) -> None:
 class PAMFolder:
     """Save and resume points of one PAM run (``root=None``: nothing is saved)."""
 
-    def __init__(self, root: str | Path | None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None) -> None:
         self.root = Path(root) if root is not None else None
 
     def claim(self, fingerprint: Mapping[str, Any]) -> None:
