@@ -184,6 +184,14 @@ def test_fashion_mnist_paper_preset_is_the_whole_table() -> None:
         "pam-unaligned",
         "pam-aligned",
     }
+    # robust rows for one pair: adversarial endpoints + robust curves, Unaligned vs Aligned
+    assert not cfg.robust.enabled and cfg.robust.pairs == 1
+    assert set(cfg.robust.variants) == {"unaligned", "correlation"}
+    from neuralign.experiment.config import robust_track_config
+
+    track = robust_track_config(cfg)
+    assert track is not None and track.robust.enabled and track.endpoints.seeds == [0, 1]
+    assert track.robust.bn_source == "adversarial" and track.robust.train_mode == "train"
 
 
 ROBUST_TRACK = """

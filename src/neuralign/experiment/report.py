@@ -205,7 +205,7 @@ def pam_rows(aligns: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                     vals.append(found[pick])
             if len(vals) == len(records):
                 row[stage], row[f"{stage}_std"] = _ms(vals)
-        groups = sorted({g for r in records for g in r["changed_fraction"]})
+        groups = list(dict.fromkeys(g for r in records for g in r["changed_fraction"]))
         row["changed_by_group"] = {
             g: _ms([100 * r["changed_fraction"].get(g, 0.0) for r in records])[0] for g in groups
         }
