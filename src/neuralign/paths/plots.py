@@ -52,6 +52,17 @@ def _is_straight(label: str, result: PathResult) -> bool:
     return kind == "line" or (not kind and "line" in label.lower())
 
 
+_KIND_SUFFIXES = (" line", " Bezier curve", " polygonal chain", " curve")
+
+
+def _variant_key(label: str) -> str:
+    """The variant part of a path label (``"Aligned Bezier curve"`` -> ``"Aligned"``)."""
+    for suffix in _KIND_SUFFIXES:
+        if label.endswith(suffix) and len(label) > len(suffix):
+            return label[: -len(suffix)]
+    return label
+
+
 def plot_paths(
     results: Mapping[str, PathResult | Sequence[PathResult]],
     out: str | os.PathLike[str],
@@ -82,10 +93,18 @@ def plot_paths(
     for m in metrics:
         if m not in _LABELS:
             raise ConfigError(f"metric must be one of {[*_LABELS, 'both']}, got {metric!r}")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
+    # One colour (and marker) per variant: "Aligned line" and "Aligned Bezier curve" share
+    # it and differ by line style (dashed straight line, solid curve); past 5 entries the
+    # legend goes beside the axes, where it hides no curve.
+    keys = [_variant_key(label) for label in results]
+    slot = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    outside = len(results) > 5
+    width = 5.2 * len(metrics) + (2.8 if outside else 0.0)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width, 3.8), squeeze=False)
     colors = PALETTE
     for ax, m in zip(axes[0], metrics):
-        for idx, (label, res) in enumerate(results.items()):
+        for (label, res), key in zip(results.items(), keys):
+            idx = slot[key]
             group = [res] if isinstance(res, PathResult) else list(res)
             if not group:
                 continue
@@ -126,7 +145,11 @@ def plot_paths(
         ax.set_ylabel(_LABELS[m])
         ax.set_xlim(0.0, 1.0)
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False)
+    if outside:
+        axes[0][-1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        for ax in axes[0]:
+            ax.legend(frameon=False)
     if title is not None:
         if len(metrics) > 1:
             fig.suptitle(title)
