@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         def curve_epoch(a: torch.nn.Module = a, b: torch.nn.Module = b) -> None:
             curve = Bezier(a, b, num_bends=3)
             cfg = CurveTrainConfig(epochs=1, lr=0.05)
-            train_curve(curve, loader, cfg, progress=False, device=dev, bn_batches=None)
+            train_curve(curve, loader, cfg, progress=False, device=dev)
 
         load0 = os.getloadavg()[0]
         wall: dict[str, list[float]] = {"endpoint": [], "curve": []}
