@@ -39,20 +39,29 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 def test_paths_figure_styles_and_formats(tmp_path: Path, captured: list[Any]) -> None:
     out = plot_paths(
-        {"aligned line": _path("line", 1), "aligned curve": _path("bezier", 0.2)},
+        {
+            "aligned line": _path("line", 1),
+            "aligned curve": _path("bezier", 0.2),
+            "unaligned curve": _path("bezier", 0.5),
+        },
         tmp_path / "paths.png",
     )
     assert out == tmp_path / "paths.png"
     assert (tmp_path / "paths.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "paths.pdf").read_bytes()[:4] == b"%PDF"
     ax = captured[0].axes[0]
-    line, curve = ax.get_lines()[:2]
+    line, curve, other = ax.get_lines()[:3]
     assert line.get_linestyle() == "--" and curve.get_linestyle() == "-"
     assert (
         line.get_marker() not in (None, "None", "")
         and list(line.get_xdata()) == _path("line", 1).ts
     )
-    assert [line.get_color(), curve.get_color()] == list(PALETTE[:2])
+    # one colour per variant: the aligned line and curve share one, the unaligned curve the next
+    assert [line.get_color(), curve.get_color(), other.get_color()] == [
+        PALETTE[0],
+        PALETTE[0],
+        PALETTE[1],
+    ]
     assert ax.get_title() == ""  # the y label already names the metric
 
 
