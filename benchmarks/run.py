@@ -91,18 +91,31 @@ def _align(rows: list[Row]) -> list[Entry]:
     for r in rows:
         m = r["model"]
         goal = "<= 1.2 (CPU)" if m == "resnet32" else "-"
-        status = _check(r["time_ratio"], 1.2) if m == "resnet32" else "info"
+        key = "interleaved_ratio" if "interleaved_ratio" in r else "time_ratio"
+        ckey = "interleaved_cpu_ratio" if key == "interleaved_ratio" else "cpu_time_ratio"
+        how = "interleaved per batch" if key == "interleaved_ratio" else "whole calls"
+        status = _check(r[key], 1.2) if m == "resnet32" else "info"
         out.append(
             (
-                f"alignment ({r['images']} images) / forward floor, wall",
+                f"alignment ({r['images']} images) / forward floor, wall ({how})",
                 m,
-                f"{r['time_ratio']:.3f}",
+                f"{r[key]:.3f}",
                 goal,
                 status,
             )
         )
-        cstatus = _check(r["cpu_time_ratio"], 1.2) if m == "resnet32" else "info"
-        out.append(("  same, CPU time", m, f"{r['cpu_time_ratio']:.3f}", goal, cstatus))
+        cstatus = _check(r[ckey], 1.2) if m == "resnet32" else "info"
+        out.append(("  same, CPU time", m, f"{r[ckey]:.3f}", goal, cstatus))
+        if key == "interleaved_ratio":
+            out.append(
+                (
+                    "  same, whole calls (separate runs; drifts with the machine)",
+                    m,
+                    f"{r['time_ratio']:.3f} (CPU time {r['cpu_time_ratio']:.3f})",
+                    "-",
+                    "info",
+                )
+            )
         if "memory_growth" in r:
             out.append(
                 (

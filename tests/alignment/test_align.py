@@ -170,6 +170,61 @@ def test_streaming_equals_full_matrix_statistics() -> None:
     )
 
 
+def _reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    x = units_as_rows(a).double()
+    y = units_as_rows(b).double()
+    x, y = x - x.mean(0), y - y.mean(0)
+    cov = x.T @ y / x.shape[0]
+    return cov / torch.outer(x.square().mean(0).sqrt() + EPS, y.square().mean(0).sqrt() + EPS)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d"])
+@pytest.mark.parametrize("offset", [0.7, 2.5, 12.0])
+def test_direct_and_shifted_paths_match_float64(layout: str, offset: float) -> None:
+    """Small offsets take the copy-free direct path, large ones the shifted one; both exact.
+
+    The direct path sums unshifted float32 products, whose error grows with (mean/std)^2:
+    at the 4-std bound it stays within ~4e-6 of the float64 statistic (1e-5 asserted).
+    """
+    gen = torch.Generator().manual_seed(int(offset * 10))
+    shape = (40, 6) if layout == "2d" else (40, 6, 5, 5)
+    z = torch.randn(*shape, generator=gen)
+    a = z + offset
+    b = 0.5 * z.flip(1) + torch.randn(*shape, generator=gen) + offset
+    if layout == "channels_last":
+        a = a.contiguous(memory_format=torch.channels_last)
+        b = b.contiguous(memory_format=torch.channels_last)
+    acc = CrossCorrelation(6)
+    for ca, cb in zip(a.split([20, 11, 9]), b.split([20, 11, 9]), strict=True):
+        acc.update(ca, cb)
+    assert acc.direct is (offset < 4)
+    expected = _reference(a, b)
+    got = acc.correlation()
+    err = float((got - expected).abs().max())
+    assert err < (1e-5 if offset < 4 else 1e-6), err
+    assert acc.count == a.numel() // 6
+    # the running sums read back (re-expressed around the shift) equal the shifted sums
+    assert acc.shift_x is not None
+    x = units_as_rows(a).double() - acc.shift_x
+    torch.testing.assert_close(acc.s_x, x.sum(0), rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(acc.s_xx, x.square().sum(0), rtol=1e-5, atol=1e-3)
+    # merging a direct and a shifted accumulator still equals one pass
+    other = CrossCorrelation(6)
+    other.update(a[:20] + 50, b[:20])
+    other2 = CrossCorrelation(6)
+    other2.update(a[20:] + 50, b[20:])
+    assert other.direct is False
+    first = CrossCorrelation(6)
+    first.update(a[:20], b[:20])
+    second = CrossCorrelation(6)
+    second.update(a[20:], b[20:])
+    merged = first.merge_(second).correlation()
+    assert float((merged - expected).abs().max()) < 1e-5
+    torch.testing.assert_close(
+        other.merge_(other2).correlation(), _reference(a + 50, b), rtol=0, atol=1e-6
+    )
+
+
 def test_batch_split_does_not_change_statistics() -> None:
     m, x = _calibrated("tinyten")
     spec = discover_spec(m, x[:2])

@@ -10,6 +10,7 @@ current layer of each model exist. No hooks are installed on the models.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,33 @@ from neuralign.perm.spec import PermutationSpec
 from neuralign.perm.trace import trace_model
 
 TapCallback = Callable[[str, torch.Tensor, torch.Tensor], None]
+
+# Modules and functions whose output is a new tensor (never a view or the input itself):
+# only such values may be overwritten in place once their one reader runs.
+_FRESH_MODULES = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Linear,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)
+_FRESH_FUNCTIONS = (operator.add, torch.add, operator.mul, torch.mul, torch.cat, F.linear)
+
+
+def _add_into(x: torch.Tensor, y: Any) -> torch.Tensor:
+    """``x + y``, written into ``x`` when that gives the same result (no broadcast of x)."""
+    if (
+        isinstance(y, torch.Tensor)
+        and x.shape == torch.broadcast_shapes(x.shape, y.shape)
+        and x.dtype == torch.result_type(x, y)
+        and not x.requires_grad
+    ):
+        return x.add_(y)
+    return x + y
 
 
 class LockstepRunner:
@@ -39,6 +67,14 @@ class LockstepRunner:
         spec: the permutation spec whose taps name the nodes to report.
         pre_activation: report each tap's pre-activation node instead.
         fold: fold eval-mode BatchNorm into the convolution before it (see ``_prepare``).
+        channels_last: run 4-D inputs, and the folded convolutions (our copies, never the
+            caller's modules), in the channels-last memory layout. ``None`` (default): on CPU
+            when the models have 2-D convolutions, where oneDNN's channels-last kernels are
+            faster (measured: plain ResNet32 forward passes 0.84x the time of the default
+            layout on this project's 2-core machine); never on other devices. Values are
+            the same up to float rounding; a graph that cannot run channels-last (a
+            ``.view`` of a feature map) is detected on the first batch and run in the
+            default layout.
     """
 
     def __init__(
@@ -48,6 +84,7 @@ class LockstepRunner:
         spec: PermutationSpec,
         pre_activation: bool,
         fold: bool = True,
+        channels_last: bool | None = None,
     ) -> None:
         leaves = spec.meta.get("leaf_modules", ())
         all_taps = [t for grp in spec.groups.values() for t in grp.taps]
@@ -79,6 +116,7 @@ class LockstepRunner:
         # scratch buffers of the correlation updates, reused across batches (freed with us)
         self.workspace: dict[tuple[object, ...], torch.Tensor] = {}
         self.fold = fold
+        self.channels_last = channels_last
         self.folded = 0
         self.report_as: dict[str, str] = {}
         self._prepared = False
@@ -100,6 +138,29 @@ class LockstepRunner:
         self._relu_in_place()
         self.interp_a = fx.Interpreter(self.gm_a, garbage_collect_values=True)
         self.interp_b = fx.Interpreter(self.gm_b, garbage_collect_values=True)
+        if self.channels_last is None:
+            params = [p for mdl in self._models for p in mdl.parameters()]
+            on_cpu = all(p.device.type == "cpu" for p in params)
+            convs = any(isinstance(m, nn.Conv2d) for mdl in self._models for m in mdl.modules())
+            self.channels_last = on_cpu and convs
+        self._fused_layout(torch.channels_last if self.channels_last else None)
+
+    def _fused_layout(self, fmt: torch.memory_format | None) -> None:
+        """Lay the weights of our folded convolutions out in ``fmt`` (None: the default)."""
+        fmt = fmt or torch.contiguous_format
+        for gm in (self.gm_a, self.gm_b):
+            for i in range(self.folded):
+                mod = gm.get_submodule(f"_neuralign_fused_{i}")
+                if isinstance(mod, nn.Conv2d):
+                    mod.weight.data = mod.weight.data.contiguous(memory_format=fmt)
+
+    def _probe_channels_last(self, x: torch.Tensor) -> None:
+        """Run one image channels-last without reporting taps; fall back if the graph fails."""
+        try:
+            self._run(x[:1].contiguous(memory_format=torch.channels_last), lambda *_: None)
+        except RuntimeError:
+            self.channels_last = False
+            self._fused_layout(None)
 
     def _fold_conv_bn(self) -> None:
         convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -139,9 +200,32 @@ class LockstepRunner:
             self.graph.erase_node(node)
             self.folded += 1
 
+    def _fresh(self, node: Any) -> bool:
+        """Whether ``node`` is an intermediate that only one node reads and that is a new
+        tensor (not a view or alias of a value that stays live), untapped: safe to overwrite.
+        """
+        if not isinstance(node, fx.Node) or len(node.users) != 1 or node.name in self.tapped:
+            return False
+        if node.op == "call_module":
+            return all(
+                isinstance(gm.get_submodule(str(node.target)), _FRESH_MODULES)
+                for gm in (self.gm_a, self.gm_b)
+            )
+        return node.op == "call_function" and node.target in _FRESH_FUNCTIONS
+
     def _relu_in_place(self) -> None:
-        """Apply ReLU in place where its input is an intermediate nobody else reads."""
+        """Apply ReLU (and residual additions) in place on intermediates nobody else reads."""
         for node in self.graph.nodes:
+            if (
+                node.op == "call_function"
+                and node.target in (operator.add, torch.add)
+                and len(node.args) == 2
+                and not node.kwargs
+                and self._fresh(node.args[0])
+                and isinstance(node.args[1], fx.Node)
+            ):
+                node.target = _add_into
+                continue
             is_relu = (node.op == "call_function" and node.target in (torch.relu, F.relu)) or (
                 node.op == "call_module"
                 and all(
@@ -151,13 +235,7 @@ class LockstepRunner:
             )
             if not is_relu or len(node.args) != 1 or node.kwargs:
                 continue
-            src = node.args[0]
-            if (
-                not isinstance(src, fx.Node)
-                or src.op in ("placeholder", "get_attr")
-                or len(src.users) != 1
-                or src.name in self.tapped
-            ):
+            if not self._fresh(node.args[0]):
                 continue
             node.op, node.target = "call_function", torch.relu_
 
@@ -166,6 +244,10 @@ class LockstepRunner:
         """Run both models on ``x``; call ``callback(node, value_a, value_b)`` at each tap."""
         if not self._prepared:
             self._prepare()
+            if self.channels_last and x.ndim == 4 and x.shape[0] > 0:
+                self._probe_channels_last(x)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         with scratch_buffers(self.workspace):
             self._run(x, callback)
 
