@@ -167,7 +167,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     p.add_argument("--images", type=int, default=10000)
     p.add_argument("--small-images", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="whole-call repetitions per side")
+    p.add_argument(
+        "--interleaved-repeats", type=int, default=5, help="interleaved align calls (goal row)"
+    )
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--child", nargs=2, metavar=("ARCH", "MODE"), help=argparse.SUPPRESS)
@@ -196,7 +199,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 sides[side]()
                 wall[side].append(time.perf_counter() - w0)
                 cpu[side].append(time.process_time() - c0)
-        inter = [_interleaved(a, b, loader, spec) for _ in range(args.repeats)]
+        inter = [_interleaved(a, b, loader, spec) for _ in range(args.interleaved_repeats)]
+        inter_all = sorted(r[1] / r[0] for r in inter)
         inter_wall = statistics.median(r[1] / r[0] for r in inter)
         inter_cpu = statistics.median(r[3] / r[2] for r in inter)
         med = {k: statistics.median(v) for k, v in wall.items()}
@@ -217,6 +221,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             "interleaved_cpu_ratio": round(inter_cpu, 3),
             "interleaved_forward_s": round(statistics.median(r[0] for r in inter), 2),
             "interleaved_align_s": round(statistics.median(r[1] for r in inter), 2),
+            "interleaved_min": round(inter_all[0], 3),
+            "interleaved_max": round(inter_all[-1], 3),
         }
         if not args.no_memory:
             fwd = _run_child(arch, "forward", args.images, args)
@@ -237,7 +243,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         rows.append(row)
         msg = (
             f"{arch:9s} interleaved: align / forward passes = {row['interleaved_ratio']}x "
-            f"(CPU time {row['interleaved_cpu_ratio']}x); whole calls: align {row['align_s']}s / "
+            f"(range {row['interleaved_min']}-{row['interleaved_max']} over "
+            f"{args.interleaved_repeats} calls; CPU time {row['interleaved_cpu_ratio']}x); whole calls: align {row['align_s']}s / "
             f"forward passes {row['forward_s']}s = {row['time_ratio']}x "
             f"(CPU time {row['cpu_time_ratio']}x)"
         )

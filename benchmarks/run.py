@@ -95,11 +95,16 @@ def _align(rows: list[Row]) -> list[Entry]:
         ckey = "interleaved_cpu_ratio" if key == "interleaved_ratio" else "cpu_time_ratio"
         how = "interleaved per batch" if key == "interleaved_ratio" else "whole calls"
         status = _check(r[key], 1.2) if m == "resnet32" else "info"
+        spread = (
+            f" (range {r['interleaved_min']:.3f}-{r['interleaved_max']:.3f})"
+            if "interleaved_min" in r
+            else ""
+        )
         out.append(
             (
-                f"alignment ({r['images']} images) / forward floor, wall ({how})",
+                f"alignment ({r['images']} images) / forward floor, wall ({how}, median)",
                 m,
-                f"{r[key]:.3f}",
+                f"{r[key]:.3f}{spread}",
                 goal,
                 status,
             )
