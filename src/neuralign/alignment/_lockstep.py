@@ -211,7 +211,10 @@ class LockstepRunner:
                 isinstance(gm.get_submodule(str(node.target)), _FRESH_MODULES)
                 for gm in (self.gm_a, self.gm_b)
             )
-        return node.op == "call_function" and node.target in _FRESH_FUNCTIONS
+        # _add_into returns its (fresh, single-use) first operand or a new sum
+        return node.op == "call_function" and (
+            node.target in _FRESH_FUNCTIONS or node.target is _add_into
+        )
 
     def _relu_in_place(self) -> None:
         """Apply ReLU (and residual additions) in place on intermediates nobody else reads."""
