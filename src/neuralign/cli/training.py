@@ -114,8 +114,9 @@ def train_cmd(
 ) -> None:
     """Train an endpoint network (SGD, the paper's schedule), resumable.
 
-    With --adversarial the network is trained on L∞ PGD examples only (crafted in eval
-    mode against the current weights) with the robust schedule unless --schedule is given.
+    With --adversarial the network is trained on L∞ PGD examples only (crafted in train
+    mode, BatchNorm batch statistics, against the current weights, as in the paper) with the
+    robust schedule unless --schedule is given.
     """
     import torch
 
