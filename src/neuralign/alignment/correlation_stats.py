@@ -122,22 +122,6 @@ def _samples_by_units(
     return out
 
 
-def _column_sums(x: torch.Tensor, out: torch.Tensor) -> None:
-    """``out = x.sum(0)`` for a contiguous ``(m, n)`` matrix with few columns, fast.
-
-    A reduction over dim 0 of a narrow matrix vectorises poorly; viewed as ``(m/r, r·n)``
-    rows of ~256 values it runs at memory speed, and the ``r`` partial sums are then added.
-    """
-    m, n = x.shape
-    r = 1
-    while r * 2 * n <= 256 and m % (r * 2) == 0:
-        r *= 2
-    if r == 1:
-        torch.sum(x, 0, out=out)
-    else:
-        torch.sum(torch.sum(x.view(m // r, r * n), 0).view(r, n), 0, out=out)
-
-
 def _offsets_small(mean: torch.Tensor, std: torch.Tensor) -> bool:
     """Whether every unit's ``|mean| / std`` is at most ``DIRECT_MAX_RATIO`` (0/0 counts as 0)."""
     if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
@@ -173,6 +157,26 @@ def _direct_sums(a: torch.Tensor, b: torch.Tensor, part: torch.Tensor, rows: boo
     return int(a3.shape[0] * a3.shape[2])
 
 
+class _Sums:
+    """One of the running sums: a slice of the float64 block ``_acc`` (rows 0..n-1 for
+    ``S_xy``, ``n + row`` for the others), read and written after folding in the direct
+    path's pending sums."""
+
+    def __init__(self, row: int | None) -> None:
+        self.row = row
+
+    def _index(self, obj: CrossCorrelation) -> slice | int:
+        return slice(0, obj.n) if self.row is None else obj.n + self.row
+
+    def __get__(self, obj: CrossCorrelation, owner: object = None) -> torch.Tensor:
+        obj._flush()
+        return obj._acc[self._index(obj)]
+
+    def __set__(self, obj: CrossCorrelation, value: torch.Tensor) -> None:
+        obj._flush()
+        obj._acc[self._index(obj)] = value
+
+
 class CrossCorrelation:
     """Streaming cross-correlation of two sets of ``n`` units.
 
@@ -194,7 +198,7 @@ class CrossCorrelation:
         self.count = 0
         self.shift_x: torch.Tensor | None = None
         self.shift_y: torch.Tensor | None = None
-        self._shift_xb: torch.Tensor | None = None  # the shifts in batch_dtype, (n, 1, 1)
+        self._shift_xb: torch.Tensor | None = None  # the shifts in batch_dtype, (n,)
         self._shift_yb: torch.Tensor | None = None
         # All running sums in one float64 block, so that a batch is folded in with one add:
         # rows 0..n-1 S_xy, then S_x, S_y, S_xx, S_yy (the attributes below are its rows).
@@ -222,55 +226,17 @@ class CrossCorrelation:
         raw.zero_()
         self._raw_count = 0
 
-    def _row(self, i: int) -> torch.Tensor:
-        self._flush()
-        return self._acc[self.n + i]
+    s_xy = _Sums(None)
+    s_x = _Sums(0)
+    s_y = _Sums(1)
+    s_xx = _Sums(2)
+    s_yy = _Sums(3)
 
-    @property
-    def s_xy(self) -> torch.Tensor:
-        self._flush()
-        return self._acc[: self.n]
-
-    @s_xy.setter
-    def s_xy(self, value: torch.Tensor) -> None:
-        self._flush()
-        self._acc[: self.n] = value
-
-    @property
-    def s_x(self) -> torch.Tensor:
-        return self._row(0)
-
-    @s_x.setter
-    def s_x(self, value: torch.Tensor) -> None:
-        self._flush()
-        self._acc[self.n] = value
-
-    @property
-    def s_y(self) -> torch.Tensor:
-        return self._row(1)
-
-    @s_y.setter
-    def s_y(self, value: torch.Tensor) -> None:
-        self._flush()
-        self._acc[self.n + 1] = value
-
-    @property
-    def s_xx(self) -> torch.Tensor:
-        return self._row(2)
-
-    @s_xx.setter
-    def s_xx(self, value: torch.Tensor) -> None:
-        self._flush()
-        self._acc[self.n + 2] = value
-
-    @property
-    def s_yy(self) -> torch.Tensor:
-        return self._row(3)
-
-    @s_yy.setter
-    def s_yy(self, value: torch.Tensor) -> None:
-        self._flush()
-        self._acc[self.n + 3] = value
+    def _add_raw(self, part: torch.Tensor, m: int) -> None:
+        """Add a batch's direct (unshifted) sums."""
+        self._raw.add_(part)
+        self._raw_count += m
+        self.count += m
 
     @torch.no_grad()
     def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -294,20 +260,15 @@ class CrossCorrelation:
                 self.shift_x, self.shift_y = mean[0], mean[1]
                 self.direct = _offsets_small(mean, var.sqrt())
                 if self.direct:
-                    self._raw.add_(part)
-                    self._raw_count += m
-                    self.count += m
+                    self._add_raw(part, m)
                     return
             else:
                 dims = [0, *range(2, a.ndim)]
                 self.shift_x = a.mean(dims).double()
                 self.shift_y = b.mean(dims).double()
                 self.direct = False
-        if self.direct and can_direct:
-            m = _direct_sums(a, b, part, rows)
-            self._raw.add_(part)
-            self._raw_count += m
-            self.count += m
+        elif self.direct and can_direct:
+            self._add_raw(part, _direct_sums(a, b, part, rows))
             return
         if self._shift_xb is None or self._shift_yb is None:
             self._shift_xb = self.shift_x.to(self.batch_dtype)
@@ -315,13 +276,7 @@ class CrossCorrelation:
         if rows:  # samples x units in memory (channels-last, or 2-D): no transposition
             x = _samples_by_units(a, self._shift_xb, self.batch_dtype, 0)
             y = _samples_by_units(b, self._shift_yb, self.batch_dtype, 1)
-            torch.mm(x.T, y, out=part[:n])
-            sq = _scratch(3, x.shape, self.batch_dtype, a.device)
-            for i, z in enumerate((x, y)):
-                _column_sums(z, part[n + i])
-                torch.mul(z, z, out=sq)
-                _column_sums(sq, part[n + 2 + i])
-            m = x.shape[0]
+            m = _direct_sums(x, y, part, rows=True)  # the sums of the shifted copies
         else:
             x = _units_by_samples(a, self._shift_xb[:, None, None], self.batch_dtype, 0)
             y = _units_by_samples(b, self._shift_yb[:, None, None], self.batch_dtype, 1)
