@@ -65,6 +65,33 @@ def test_folding_changes_taps_only_by_rounding(name: str, pre_activation: bool) 
     assert all(not getattr(m, "inplace", False) for m in a.modules() if isinstance(m, nn.ReLU))
 
 
+@pytest.mark.parametrize("name", ["resnet20", "tinyten"])
+def test_grey_scale_stem_runs_channels_last(name: str) -> None:
+    """A one-channel input gives the first convolution ambiguous strides, and oneDNN answers
+    in the default layout; the walk re-lays that output out, so every 4-D tap after the stem
+    is channels-last (not only those after the second convolution), with the same values."""
+    torch.manual_seed(0)
+    kw = tiny_kwargs(name)
+    a = create_model(name, in_channels=1, **kw).eval()
+    torch.manual_seed(1)
+    b = create_model(name, in_channels=1, **kw).eval()
+    x = torch.randn(5, 1, 16, 16)
+    spec = discover_spec(a, x[:2])
+    plain = _taps(LockstepRunner(a, b, spec, False, fold=False, channels_last=False), x)
+    runner = LockstepRunner(a, b, spec, False)
+    fast = _taps(runner, x)
+    assert runner.channels_last is True
+    four_d = {k: v for k, v in fast.items() if v[0].ndim == 4}
+    assert len(four_d) >= 3
+    for node, pair in four_d.items():
+        for t in pair:
+            assert t.is_contiguous(memory_format=torch.channels_last), node
+            assert not t.is_contiguous(), node
+    for node, pair in plain.items():
+        for got, want in zip(fast[node], pair, strict=True):
+            assert float((got - want).norm() / want.norm()) < 1e-5, node
+
+
 def test_no_folding_when_a_model_is_in_train_mode() -> None:
     a, b = _model("tinyten", 0), _model("tinyten", 1)
     x = torch.randn(4, 3, 16, 16)

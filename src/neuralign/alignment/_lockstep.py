@@ -74,7 +74,9 @@ class LockstepRunner:
             layout on this project's 2-core machine); never on other devices. Values are
             the same up to float rounding; a graph that cannot run channels-last (a
             ``.view`` of a feature map) is detected on the first batch and run in the
-            default layout.
+            default layout. A convolution whose output comes back in the default layout (a
+            one-channel input, e.g. a grey-scale stem: its strides are ambiguous) has that
+            output copied to channels-last, so the rest of the walk runs there too.
     """
 
     def __init__(
@@ -144,6 +146,16 @@ class LockstepRunner:
             convs = any(isinstance(m, nn.Conv2d) for mdl in self._models for m in mdl.modules())
             self.channels_last = on_cpu and convs
         self._fused_layout(torch.channels_last if self.channels_last else None)
+        # 2-D convolutions whose output is re-laid out channels-last when it is not (see _run)
+        self._conv_nodes = {
+            node
+            for node in self.graph.nodes
+            if node.op == "call_module"
+            and all(
+                isinstance(gm.get_submodule(str(node.target)), nn.Conv2d)
+                for gm in (self.gm_a, self.gm_b)
+            )
+        }
 
     def _fused_layout(self, fmt: torch.memory_format | None) -> None:
         """Lay the weights of our folded convolutions out in ``fmt`` (None: the default)."""
@@ -260,6 +272,12 @@ class LockstepRunner:
         ia, ib = self.interp_a, self.interp_b
         last_uses = ia.user_to_last_uses
         report_as = self.report_as
+        # A convolution of a one-channel input (a grey-scale stem) sees ambiguous strides and
+        # answers in the default layout; everything after it would then run there (and a
+        # 16-channel default-layout convolution is several times slower on CPU): re-lay its
+        # output out channels-last, one copy.
+        relayout = self._conv_nodes if self.channels_last else ()
+        cl = torch.channels_last
         for node in self.graph.nodes:
             if node.op == "placeholder":
                 env_a[node] = x
@@ -268,9 +286,12 @@ class LockstepRunner:
             if node.op == "output":
                 break
             ia.env = env_a
-            env_a[node] = ia.run_node(node)
+            va = env_a[node] = ia.run_node(node)
             ib.env = env_b
-            env_b[node] = ib.run_node(node)
+            vb = env_b[node] = ib.run_node(node)
+            if node in relayout and va.ndim == 4 and not va.is_contiguous(memory_format=cl):
+                env_a[node] = va.contiguous(memory_format=cl)
+                env_b[node] = vb.contiguous(memory_format=cl)
             if node.name in self.tapped:
                 callback(report_as.get(node.name, node.name), env_a[node], env_b[node])
             for dead in last_uses.get(node, ()):
