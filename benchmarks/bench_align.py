@@ -17,6 +17,10 @@ seconds of the machine, batch by batch. On a shared virtual machine whose speed 
 same 10k images, six runs in a row) the whole-call ratio of separate runs swings from 1.18
 to 1.55 for the same code; the interleaved ratio is the one to read. Both are reported.
 
+Walk (info): the same per-batch interleaving with the lock-step walk alone (no statistics
+summed), ``--walk-repeats`` passes, median: how the alignment's time splits into the walk of
+both networks and the summing of the correlations.
+
 Memory: each measurement runs in a fresh subprocess; the peak RSS growth over the process's
 RSS just before the measured work (data and models loaded, one warm-up batch done; the
 kernel's peak mark is reset there, so loading transients do not count) is
@@ -132,6 +136,30 @@ def _interleaved(a, b, loader, spec) -> tuple[float, float, float, float]:  # ty
     return acc["wall"], wall - acc["wall"], acc["cpu"], cpu - acc["cpu"]
 
 
+def _interleaved_walk(a, b, loader, spec) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """``(forward wall, walk wall)``: per batch, the plain forward passes of both models, then
+    the alignment's lock-step walk of the same micro-batches with no statistics (a callback
+    that does nothing): what the walk itself costs, before any correlation is summed."""
+    from neuralign.alignment._lockstep import LockstepRunner
+
+    runner = LockstepRunner(a, b, spec, pre_activation=False)
+    fwd = walk = 0.0
+    with torch.no_grad():
+        for x, _ in loader:
+            chunks = x.split(-(-x.shape[0] // 4))
+            t0 = time.perf_counter()
+            for chunk in chunks:
+                a(chunk)
+                b(chunk)
+            t1 = time.perf_counter()
+            for chunk in chunks:
+                runner.run(chunk, lambda *_: None)
+            t2 = time.perf_counter()
+            fwd += t1 - t0
+            walk += t2 - t1
+    return fwd, walk
+
+
 def _child(arch: str, mode: str, images: int, batch: int, dataset: str) -> dict[str, float]:
     from neuralign.alignment import align
 
@@ -171,6 +199,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     p.add_argument(
         "--interleaved-repeats", type=int, default=5, help="interleaved align calls (goal row)"
     )
+    p.add_argument(
+        "--walk-repeats", type=int, default=3, help="interleaved walk-only passes (info row)"
+    )
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--child", nargs=2, metavar=("ARCH", "MODE"), help=argparse.SUPPRESS)
@@ -200,6 +231,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 wall[side].append(time.perf_counter() - w0)
                 cpu[side].append(time.process_time() - c0)
         inter = [_interleaved(a, b, loader, spec) for _ in range(args.interleaved_repeats)]
+        walks = [_interleaved_walk(a, b, loader, spec) for _ in range(args.walk_repeats)]
         inter_all = sorted(r[1] / r[0] for r in inter)
         inter_wall = statistics.median(r[1] / r[0] for r in inter)
         inter_cpu = statistics.median(r[3] / r[2] for r in inter)
@@ -224,6 +256,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             "interleaved_min": round(inter_all[0], 3),
             "interleaved_max": round(inter_all[-1], 3),
         }
+        if walks:
+            row["walk_ratio"] = round(statistics.median(w / f for f, w in walks), 3)
         if not args.no_memory:
             fwd = _run_child(arch, "forward", args.images, args)
             big = _run_child(arch, "align", args.images, args)
@@ -248,6 +282,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             f"forward passes {row['forward_s']}s = {row['time_ratio']}x "
             f"(CPU time {row['cpu_time_ratio']}x)"
         )
+        if "walk_ratio" in row:
+            msg += f"; lock-step walk without statistics / forward passes = {row['walk_ratio']}x"
         if not args.no_memory:
             msg += (
                 f"; extra memory {row['align_extra_mb']} MB ({args.images} images) vs "

@@ -111,6 +111,16 @@ def _align(rows: list[Row]) -> list[Entry]:
         )
         cstatus = _check(r[ckey], 1.2) if m == "resnet32" else "info"
         out.append(("  same, CPU time", m, f"{r[ckey]:.3f}", goal, cstatus))
+        if "walk_ratio" in r:
+            out.append(
+                (
+                    "  of which the lock-step walk alone (no statistics), interleaved",
+                    m,
+                    f"{r['walk_ratio']:.3f}",
+                    "-",
+                    "info",
+                )
+            )
         if key == "interleaved_ratio":
             out.append(
                 (
