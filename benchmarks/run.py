@@ -30,6 +30,7 @@ BENCHMARKS = {
     "align": ("bench_align", []),
     "curve": ("bench_curve", []),
     "barrier": ("bench_barrier", []),
+    "corr_gemm": ("bench_corr_gemm", []),
     "gpu": ("bench_gpu", ["--models", "tinyten", "resnet32", "--tasks", "train", "curve", "align"]),
 }
 DEFAULT = ["path", "align", "curve", "gpu"]

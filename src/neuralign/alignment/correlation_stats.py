@@ -138,11 +138,12 @@ def _gram_by_conv(a: torch.Tensor, b: torch.Tensor) -> bool:
     On CPU with oneDNN, for channels-last 4-D float32 activations: the weight gradient of a
     1×1 convolution with output gradient ``a`` and input ``b`` is exactly ``Σ_samples a bᵀ``,
     and oneDNN's kernel for it is faster than per-image GEMMs (``bmm``) on these tall, narrow
-    matrices: 2-2.4x on ResNet32's tap shapes (16-64 units) in isolation, 0.70x of the GEMMs'
-    time inside the alignment pass (measured on this project's 2-core machine). Its float32
+    matrices: 2-2.4x on ResNet32's tap shapes (16-64 units) in isolation (warm caches), but
+    only 0.70-0.93x of the GEMMs' time inside the alignment pass (about 1.5% of the pass)
+    (``benchmarks/bench_corr_gemm.py``, this project's 2-core machine). Its float32
     error is ~2x that of the per-image GEMMs (4e-7 vs 2e-7 of the largest sum), within the
-    direct path's bound. In the default layout it is not faster (one shape 4x slower), so
-    there the GEMMs stay (measured 4-10x slower on 16 units at 28-32 pixels square).
+    direct path's bound. In the default layout it is slower (4-10x on 16 units at 28-32
+    pixels square), so there the GEMMs stay.
     """
     return (
         a.ndim == 4
