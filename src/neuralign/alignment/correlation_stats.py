@@ -166,6 +166,18 @@ def _conv_gram(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
     out.copy_(grad.view(n, n))
 
 
+def _rows_cross_sum(
+    a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor
+) -> None:
+    """``out = Σ x yᵀ`` for ``a``, ``b`` stored samples × units, ``x``, ``y`` their per-image
+    ``(groups, S, n)`` views: oneDNN's weight gradient where :func:`_gram_by_conv` says so,
+    else one GEMM per image."""
+    if _gram_by_conv(a, b):
+        _conv_gram(a, b, out)
+    else:
+        torch.sum(torch.bmm(x.transpose(1, 2), y), 0, out=out)
+
+
 def _direct_sums(a: torch.Tensor, b: torch.Tensor, part: torch.Tensor, rows: bool) -> int:
     """Unshifted ``Σ x yᵀ, Σ x, Σ y, Σ x², Σ y²`` of one batch into ``part``; the sample count.
 
@@ -179,10 +191,7 @@ def _direct_sums(a: torch.Tensor, b: torch.Tensor, part: torch.Tensor, rows: boo
         groups = a.shape[0] if a.ndim > 2 else 1
         x = a.movedim(1, -1).reshape(groups, -1, n)
         y = b.movedim(1, -1).reshape(groups, -1, n)
-        if _gram_by_conv(a, b):
-            _conv_gram(a, b, part[:n])
-        else:
-            torch.sum(torch.bmm(x.transpose(1, 2), y), 0, out=part[:n])
+        _rows_cross_sum(a, b, x, y, part[:n])
         sq = _scratch(3, x.shape, x.dtype, x.device)
         for i, z in enumerate((x, y)):
             torch.sum(z.sum(1), 0, out=part[n + i])
