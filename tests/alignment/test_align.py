@@ -248,6 +248,44 @@ def test_channels_last_gram_is_the_convolution_weight_gradient() -> None:
     assert float((out.double() - want.T).abs().max()) > 1e-2
 
 
+def test_unit_sums_by_batchnorm_backward_equal_float64_sums() -> None:
+    """On CPU, a float32 samples x units batch takes Σx and Σx² per unit from BatchNorm's
+    backward kernel over a wide view; both equal the float64 sums to float32 round-off
+    (the plain kernel over ~10⁵ rows is off by ~5e-6), including after a fold of the rows
+    into several partial sums, and it declines what it cannot do."""
+    from neuralign.alignment.correlation_stats import (
+        _BN_MAX_ROWS,
+        _bn_fold,
+        _bn_unit_sums,
+        _direct_sums,
+    )
+
+    gen = torch.Generator().manual_seed(5)
+    for rows, n in [(125 * 784, 16), (117 * 196, 32), (6125, 64), (127, 512), (6, 3)]:
+        z = (torch.randn(rows, n, generator=gen).relu() * 3 + 1).contiguous()
+        k = _bn_fold(rows, n)
+        assert k is not None and rows % k == 0 and rows // k <= _BN_MAX_ROWS
+        s, q = torch.empty(n), torch.empty(n)
+        assert _bn_unit_sums(z, s, q)
+        d = z.double()
+        torch.testing.assert_close(s.double(), d.sum(0), rtol=1e-6, atol=0)
+        torch.testing.assert_close(q.double(), (d * d).sum(0), rtol=1e-6, atol=0)
+    assert _bn_fold(125 * 784, 16) > 1  # the ~10⁵-row case is split into partial sums
+    prime = 16411  # > _BN_MAX_ROWS and prime: no admissible fold
+    assert _bn_fold(prime, 4) is None
+    s, q = torch.empty(4), torch.empty(4)
+    assert not _bn_unit_sums(torch.rand(prime, 4), s, q)
+    assert not _bn_unit_sums(torch.rand(60, 4).double(), s.double(), q.double())
+    assert not _bn_unit_sums(torch.rand(4, 60).T, s, q)  # not contiguous
+    # the direct sums fall back to the plain reductions there and stay exact
+    a = torch.rand(prime, 4, generator=gen) + 0.5
+    b = torch.rand(prime, 4, generator=gen)
+    part = torch.empty(8, 4)
+    assert _direct_sums(a, b, part, rows=True) == prime
+    torch.testing.assert_close(part[5].double(), b.double().sum(0), rtol=1e-6, atol=0)
+    torch.testing.assert_close(part[6].double(), (a.double() ** 2).sum(0), rtol=1e-6, atol=0)
+
+
 def test_batch_split_does_not_change_statistics() -> None:
     m, x = _calibrated("tinyten")
     spec = discover_spec(m, x[:2])

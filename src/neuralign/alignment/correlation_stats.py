@@ -22,7 +22,8 @@ Two ways of summing a batch, chosen per accumulator on its first batch:
   ``DIRECT_MAX_RATIO`` = 4, and the batch is float32): the products of the raw activations
   are summed in place, one small GEMM per image (``bmm`` over the native ``(N, n, H·W)``
   layout or over samples × units; for channels-last feature maps on CPU, oneDNN's weight
-  gradient of a 1×1 convolution, which is the same sum), into float64 sums of the
+  gradient of a 1×1 convolution, which is the same sum; each unit's ``Σ x`` and ``Σ x²`` in
+  one read by BatchNorm's backward kernel, :func:`_bn_unit_sums`), into float64 sums of the
   *unshifted* values, re-expressed around the shift in float64 when they are read. No copy
   of the activations is made (the copy is ~40% of the shifted path's time), and the float32
   error grows as ``~2e-7 · (1 + (mean/std)²)``: measured 1.8e-6 (per-image GEMMs),
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -80,6 +82,20 @@ def _scratch(
     buf = ws.get(key)
     if buf is None:
         buf = ws[key] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
+
+
+def _constant(
+    slot: int, size: int, value: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """A length-``size`` vector filled with ``value``, kept in the active workspace."""
+    ws = _WORKSPACE.get()
+    key = ("constant", slot, size, value, dtype, device)
+    buf = ws.get(key) if ws is not None else None
+    if buf is None:
+        buf = torch.full((size,), value, dtype=dtype, device=device)
+        if ws is not None:
+            ws[key] = buf
     return buf
 
 
@@ -178,6 +194,62 @@ def _rows_cross_sum(
         torch.sum(torch.bmm(x.transpose(1, 2), y), 0, out=out)
 
 
+# Unit sums of a samples x units batch by BatchNorm's backward kernel (see _bn_unit_sums):
+# the view's width is chosen near _BN_WIDTH columns, with at most _BN_MAX_ROWS rows summed
+# into each float32 accumulator.
+_BN_WIDTH = 448
+_BN_MAX_ROWS = 16384
+
+
+@functools.lru_cache(maxsize=256)
+def _bn_fold(rows: int, n: int) -> int | None:
+    """The ``k`` for which ``(rows, n)`` is viewed as ``(rows / k, k·n)`` in
+    :func:`_bn_unit_sums`: a divisor of ``rows`` with ``k·n`` nearest ``_BN_WIDTH`` and at most
+    ``_BN_MAX_ROWS`` rows per column; None when no divisor qualifies (then the sums are
+    taken the plain way)."""
+    best = None
+    for k in range(1, max(1, 4 * _BN_WIDTH // n) + 1):
+        if rows % k or rows // k > _BN_MAX_ROWS:
+            continue
+        if best is None or abs(k * n - _BN_WIDTH) < abs(best * n - _BN_WIDTH):
+            best = k
+    return best
+
+
+def _bn_unit_sums(z: torch.Tensor, out_sum: torch.Tensor, out_sq: torch.Tensor) -> bool:
+    """``Σ x`` and ``Σ x²`` of each column of a contiguous float32 CPU ``(rows, n)`` matrix
+    in one read, by the backward kernel of training-mode BatchNorm: with output gradient and
+    input both ``x``, saved mean 0 and inverse std 1, its bias gradient is ``Σ x`` and its
+    weight gradient ``Σ x·x``, per column. ``False`` (nothing written) where it does not
+    apply.
+
+    The kernel sums each column sequentially per thread, so over ~10⁵ rows its float32 error
+    reaches ~5e-6; the matrix is therefore viewed (for free) as ``(rows / k, k·n)``, the
+    ``k`` partial sums of each unit, each over at most ``_BN_MAX_ROWS`` rows, are added
+    afterwards: error ~1e-7, like the two-pass way. Measured on ResNet32's tap shapes (this
+    project's 2-core machine, warm caches): 0.11 ms against 0.20 ms for ``Σ x``, ``x·x`` and
+    ``Σ x·x`` as three operations at 16 units × 784 pixels × 125 images, 0.04 vs 0.05 ms at
+    64 × 49. Inside ResNet32's alignment pass (10k Fashion-MNIST images, interleaved batch
+    by batch with the three operations) it saved 0.03-0.07 of the forward floor's time in
+    four runs.
+    """
+    if z.device.type != "cpu" or z.dtype != torch.float32 or not z.is_contiguous():
+        return False
+    rows, n = z.shape
+    k = _bn_fold(rows, n) if rows > 0 else None
+    if k is None:
+        return False
+    wide = z.view(rows // k, k * n)
+    zero = _constant(8, k * n, 0.0, z.dtype, z.device)
+    one = _constant(9, k * n, 1.0, z.dtype, z.device)
+    _, g_sq, g_sum = torch.ops.aten.native_batch_norm_backward(
+        wide, wide, None, None, None, zero, one, True, 0.0, [False, True, True]
+    )
+    torch.sum(g_sum.view(k, n), 0, out=out_sum)
+    torch.sum(g_sq.view(k, n), 0, out=out_sq)
+    return True
+
+
 def _direct_sums(a: torch.Tensor, b: torch.Tensor, part: torch.Tensor, rows: bool) -> int:
     """Unshifted ``Σ x yᵀ, Σ x, Σ y, Σ x², Σ y²`` of one batch into ``part``; the sample count.
 
@@ -192,9 +264,11 @@ def _direct_sums(a: torch.Tensor, b: torch.Tensor, part: torch.Tensor, rows: boo
         x = a.movedim(1, -1).reshape(groups, -1, n)
         y = b.movedim(1, -1).reshape(groups, -1, n)
         _rows_cross_sum(a, b, x, y, part[:n])
-        sq = _scratch(3, x.shape, x.dtype, x.device)
         for i, z in enumerate((x, y)):
+            if _bn_unit_sums(z.reshape(-1, n), part[n + i], part[n + 2 + i]):
+                continue
             torch.sum(z.sum(1), 0, out=part[n + i])
+            sq = _scratch(3, z.shape, z.dtype, z.device)
             torch.mul(z, z, out=sq)
             torch.sum(sq.sum(1), 0, out=part[n + 2 + i])
         return int(x.shape[0] * x.shape[1])
