@@ -21,7 +21,8 @@ Walk (info): the same per-batch interleaving with the lock-step walk alone (no s
 summed), ``--walk-repeats`` passes, median: how the alignment's time splits into the walk of
 both networks and the summing of the correlations.
 
-Memory: each measurement runs in a fresh subprocess; the peak RSS growth over the process's
+Memory: each measurement runs in fresh subprocesses (median of ``--memory-repeats``); the
+peak RSS growth over the process's
 RSS just before the measured work (data and models loaded, one warm-up batch done; the
 kernel's peak mark is reset there, so loading transients do not count) is
 reported for ``align`` on ``--images`` and on ``--small-images`` images, and for the plain
@@ -183,10 +184,16 @@ def _child(arch: str, mode: str, images: int, batch: int, dataset: str) -> dict[
 
 
 def _run_child(arch: str, mode: str, images: int, args: argparse.Namespace) -> dict[str, float]:
+    """The median over ``--memory-repeats`` fresh subprocesses of each measured value: one
+    process's RSS growth varies by about +-10 MB around ~50 MB (allocator and page reuse;
+    TinyTen's align on 10k images measured 33-55 MB in four runs in a row)."""
     cmd = [sys.executable, __file__, "--child", arch, mode, "--images", str(images)]
     cmd += ["--batch-size", str(args.batch_size), "--dataset", args.dataset]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    runs = []
+    for _ in range(max(1, args.memory_repeats)):
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
@@ -201,6 +208,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     )
     p.add_argument(
         "--walk-repeats", type=int, default=3, help="interleaved walk-only passes (info row)"
+    )
+    p.add_argument(
+        "--memory-repeats", type=int, default=3, help="subprocesses per memory value (median)"
     )
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
