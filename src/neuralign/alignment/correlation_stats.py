@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -72,31 +72,36 @@ def scratch_buffers(workspace: dict[tuple[object, ...], torch.Tensor]) -> Iterat
         _WORKSPACE.reset(token)
 
 
+def _kept(key: tuple[object, ...], make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The active workspace's tensor under ``key``, made by ``make`` the first time (and
+    every time when no workspace is active)."""
+    ws = _WORKSPACE.get()
+    if ws is None:
+        return make()
+    buf = ws.get(key)
+    if buf is None:
+        buf = ws[key] = make()
+    return buf
+
+
 def _scratch(
     slot: int, shape: torch.Size, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
-    ws = _WORKSPACE.get()
-    if ws is None:
-        return torch.empty(shape, dtype=dtype, device=device)
-    key = (slot, tuple(shape), dtype, device)
-    buf = ws.get(key)
-    if buf is None:
-        buf = ws[key] = torch.empty(shape, dtype=dtype, device=device)
-    return buf
+    """An uninitialised buffer, reused for this slot and shape while a workspace is active."""
+    return _kept(
+        (slot, tuple(shape), dtype, device),
+        lambda: torch.empty(shape, dtype=dtype, device=device),
+    )
 
 
 def _constant(
     slot: int, size: int, value: float, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     """A length-``size`` vector filled with ``value``, kept in the active workspace."""
-    ws = _WORKSPACE.get()
-    key = ("constant", slot, size, value, dtype, device)
-    buf = ws.get(key) if ws is not None else None
-    if buf is None:
-        buf = torch.full((size,), value, dtype=dtype, device=device)
-        if ws is not None:
-            ws[key] = buf
-    return buf
+    return _kept(
+        ("constant", slot, size, value, dtype, device),
+        lambda: torch.full((size,), value, dtype=dtype, device=device),
+    )
 
 
 def units_as_rows(t: torch.Tensor) -> torch.Tensor:
